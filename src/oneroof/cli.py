@@ -1,0 +1,304 @@
+"""The `oneroof` command: parses arguments, calls the library, prints, sets the exit code.
+
+Errors are translated here and only here: one line on stderr and the exit code that
+`errors.exit_code` gives (`--debug` or ONEROOF_DEBUG=1 adds the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from oneroof import __version__, config
+from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code
+
+app = typer.Typer(
+    name="oneroof",
+    help="Change a production PostgreSQL database without ever putting it at risk.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(help="The audit log: every statement sent to or refused for production.")
+app.add_typer(audit_app, name="audit")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    """Global options shared by every command."""
+
+    workspace: Path | None = None
+
+
+state = State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"oneroof {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Workspace directory holding oneroof.toml (default: $ONEROOF_WORKSPACE or .)",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = False,
+) -> None:
+    state.workspace = workspace
+    if debug:
+        os.environ["ONEROOF_DEBUG"] = "1"
+
+
+def load_config() -> config.Config:
+    return config.load(state.workspace)
+
+
+def open_evidence(cfg: config.Config) -> Any:
+    from oneroof.evidence import Evidence
+
+    return Evidence(cfg.evidence_path)
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout and nothing else there."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _cell(value: Any) -> str:
+    return "NULL" if value is None else str(value)
+
+
+# -- doctor ---------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> int:
+    """Reach each configured server, show versions and identity, prove production read-only."""
+    from oneroof import connect, dump
+
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    report: dict[str, Any] = {}
+    with connect.open_production(cfg, evidence) as session:
+        report["production"] = {
+            **session.identity.as_dict(),
+            "read_only_proof": connect.prove_read_only(session),
+            "statement_timeout": session.setting("statement_timeout"),
+        }
+    if cfg.clone_server_dsn is not None:
+        with connect.open_server(cfg) as server:
+            report["nonprod_server"] = server.identity.as_dict()
+            report["nonprod_server"]["same_cluster_as_production"] = (
+                server.identity.system_identifier == report["production"]["system_identifier"]
+            )
+    report["pg_dump"] = dump.client_version(cfg)
+    if as_json:
+        print_json(report)
+        return EXIT_OK
+    table = Table(title="oneroof doctor", show_header=True)
+    table.add_column("server")
+    table.add_column("fact")
+    table.add_column("value")
+    for server_name, facts in report.items():
+        if isinstance(facts, dict):
+            for key, value in facts.items():
+                table.add_row(server_name, key, _cell(value))
+        else:
+            table.add_row(server_name, "version", _cell(facts))
+    out.print(table)
+    return EXIT_OK
+
+
+# -- sql ------------------------------------------------------------------------------------
+
+
+@app.command("sql")
+def sql_command(
+    role: Annotated[str, typer.Argument(help="production | clone")],
+    statement: Annotated[str, typer.Argument(help="One SQL statement")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Clone name")] = None,
+) -> int:
+    """Run one guarded statement: the safe console for production."""
+    from oneroof import connect
+    from oneroof.errors import BadInput
+
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    if role == "production":
+        session = connect.open_production(cfg, evidence)
+    elif role == "clone":
+        session = connect.open_clone(cfg, evidence, name)
+    else:
+        raise BadInput(f"role must be production or clone, not {role!r}")
+    with session:
+        try:
+            columns, rows = session.query(statement)
+        except Exception as exc:
+            import psycopg
+
+            if isinstance(exc, psycopg.Error):
+                from oneroof.errors import DatabaseError
+
+                raise DatabaseError(
+                    f"{role}: {exc.diag.message_primary or exc} (SQLSTATE {exc.sqlstate})",
+                    sqlstate=exc.sqlstate,
+                ) from None
+            raise
+    if as_json:
+        print_json({"columns": columns, "rows": [list(row) for row in rows]})
+        return EXIT_OK
+    table = Table(show_header=True)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    out.print(table)
+    err.print(f"{len(rows)} row(s)")
+    return EXIT_OK
+
+
+# -- audit ----------------------------------------------------------------------------------
+
+
+@audit_app.command("show")
+def audit_show(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show the last N records")] = 50,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only records of this kind")] = "audit",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> int:
+    """List the newest records of the audit log (or of the whole evidence store: --kind '')."""
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    records = (
+        evidence.records(kind or None)[-limit:] if limit > 0 else evidence.records(kind or None)
+    )
+    if as_json:
+        print_json([r.as_dict() for r in records])
+        return EXIT_OK
+    table = Table(show_header=True)
+    for column in ("seq", "at", "kind", "role", "class", "outcome"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("sql", overflow="ellipsis", no_wrap=True)
+    for record in records:
+        table.add_row(
+            str(record.seq),
+            record.at[:23],
+            record.kind,
+            _cell(record.role),
+            _cell(record.classification),
+            _cell(record.outcome),
+            " ".join((record.sql or "").split())[:200],
+        )
+    out.print(table)
+    return EXIT_OK
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> int:
+    """Check the hash chain of the evidence store; exit 1 naming every broken record."""
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    problems = evidence.verify()
+    count = evidence.last_seq()
+    if as_json:
+        print_json({"intact": not problems, "records": count, "problems": problems})
+    elif problems:
+        for problem in problems:
+            out.print(f"[red]✗[/red] {problem}")
+    else:
+        out.print(f"[green]✓[/green] audit chain intact: {count} record(s)")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+# -- init -----------------------------------------------------------------------------------
+
+_INIT_TOML = """\
+# oneroof workspace. Start with these three sections; every other one is optional.
+[production]
+dsn = "env:PROD_DSN"              # a literal DSN or env:NAME; read-only, always
+
+[clone]
+server_dsn = "env:NONPROD_DSN"    # maintenance DSN on the non-production server
+name = "app_clone"
+
+[guard]
+clone_name_pattern = "^[a-z0-9_]+_(clone|nonprod)$"
+"""
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Directory of the new workspace")]) -> int:
+    """Scaffold a workspace: oneroof.toml and empty checks/, scenarios/, rollout/ folders."""
+    from oneroof.errors import BadInput
+
+    target = directory / config.CONFIG_NAME
+    if target.exists():
+        raise BadInput("already exists; not overwritten", file=target)
+    for folder in ("checks", "scenarios", "rollout"):
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+    target.write_text(_INIT_TOML)
+    err.print(f"created {target}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run, translate errors, exit."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="oneroof", standalone_mode=False)
+    except OneroofError as exc:
+        if os.environ.get("ONEROOF_DEBUG"):
+            traceback.print_exc()
+        first, *_ = str(exc).splitlines() or [type(exc).__name__]
+        err.print(f"oneroof: {first}", markup=False)
+        sys.exit(exit_code(exc))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except psycopg.Error as exc:
+        if os.environ.get("ONEROOF_DEBUG"):
+            traceback.print_exc()
+        message = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
+        err.print(f"oneroof: PostgreSQL error: {message} (SQLSTATE {exc.sqlstate})", markup=False)
+        sys.exit(EXIT_FAILED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("oneroof: interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("oneroof: interrupted")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""The workspace configuration: `oneroof.toml` turned into validated, typed settings.
+
+Every error names the file, the key and the line. DSN values are kept unresolved
+(`env:NAME` is read only when a command needs that server) and never printed with
+their password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg.conninfo
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from oneroof.errors import ConfigError
+
+CONFIG_NAME = "oneroof.toml"
+WORKSPACE_ENV = "ONEROOF_WORKSPACE"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Dsn:
+    """A connection string as written in the config: literal or `env:NAME`, resolved on demand."""
+
+    raw: str
+    file: Path
+    key: str
+    line: int | None
+
+    def resolve(self) -> str:
+        """The connection string to use; `ConfigError` if it names an unset variable."""
+        if self.raw.startswith("env:"):
+            name = self.raw[4:].strip()
+            value = os.environ.get(name)
+            if not value:
+                raise ConfigError(
+                    f"{self.key}: environment variable {name} is not set",
+                    file=self.file,
+                    line=self.line,
+                )
+            return value
+        return self.raw
+
+    def redacted(self) -> str:
+        """The connection string with any password masked, for printing."""
+        try:
+            return redact(self.resolve())
+        except ConfigError:
+            return self.raw
+
+    def __str__(self) -> str:
+        return self.redacted()
+
+    def __repr__(self) -> str:
+        return f"Dsn({self.raw if self.raw.startswith('env:') else self.redacted()!r})"
+
+
+def redact(dsn: str) -> str:
+    """`dsn` with its password replaced by `***` (URI and key=value forms)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            netloc = f"{userinfo}@{host}"
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+    if "password" in params:
+        params["password"] = "***"
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ProductionSettings(_Section):
+    dsn: str = Field(description="Production DSN: a literal connection string or env:NAME")
+    statement_timeout: str = Field("30s", description="Timeout of every production statement")
+    lock_timeout: str = Field("2s", description="Lock timeout of every production statement")
+    scan_budget_rows: int = Field(
+        50_000_000,
+        ge=0,
+        description="Rows a full content fingerprint of production may scan; above it, counts",
+    )
+
+
+class CloneSettings(_Section):
+    server_dsn: str | None = Field(None, description="Maintenance DSN on the non-production server")
+    name: str | None = Field(None, description="Clone database name (default: <production>_clone)")
+    method: Literal["dump", "template"] = Field("dump", description="dump (any server) | template")
+    jobs: int = Field(2, ge=1, le=64, description="Parallel jobs of pg_dump/pg_restore")
+    pg_bin_dir: str | None = Field(None, description="Directory of pg_dump/pg_restore to use")
+
+
+class GuardSettings(_Section):
+    clone_name_pattern: str = Field(
+        r"^[a-z0-9_]+_(clone|nonprod)$", description="Regular expression a clone name must match"
+    )
+    app_roles: list[str] = Field(default_factory=list, description="Application roles to lock out")
+    allow_functions: list[str] = Field(
+        default_factory=list,
+        description="Volatile functions you vouch are free of side effects on production",
+    )
+
+    @field_validator("clone_name_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class IsolationSettings(_Section):
+    disable_triggers: list[str] = Field(
+        default_factory=list, description="LIKE patterns of trigger names disabled on the clone"
+    )
+    reset_sql: list[str] = Field(default_factory=list, description="Statements run on the clone")
+    leases_counter: str | None = Field(None, description="Counter that must be 0 on the clone")
+
+
+class Objective(_Section):
+    id: str
+    title: str
+    suites: list[str] = Field(default_factory=list)
+    rollout: str | None = None
+    qualifier: str | None = None
+    also_on_production: bool = False
+
+
+class Target(_Section):
+    name: str
+    gate: str
+    blocker: str = ""
+    next: str = ""
+    scope: Literal["production", "clone"] = "production"
+
+
+class _Document(_Section):
+    production: ProductionSettings
+    clone: CloneSettings = Field(default_factory=CloneSettings)  # type: ignore[arg-type]
+    guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
+    isolation: IsolationSettings = Field(default_factory=IsolationSettings)  # type: ignore[arg-type]
+    counters: dict[str, str] = Field(default_factory=dict)
+    objective: list[Objective] = Field(default_factory=list)
+    target: list[Target] = Field(default_factory=list)
+
+    @field_validator("counters")
+    @classmethod
+    def _counter_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _IDENT.match(name):
+                raise ValueError(f"counter name {name!r} is not an identifier")
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded workspace: its directory, its file and its validated settings."""
+
+    workspace: Path
+    file: Path
+    production: ProductionSettings
+    clone: CloneSettings
+    guard: GuardSettings
+    isolation: IsolationSettings
+    counters: dict[str, str]
+    objectives: tuple[Objective, ...]
+    targets: tuple[Target, ...]
+    production_dsn: Dsn
+    clone_server_dsn: Dsn | None
+    text: str
+
+    @property
+    def state_dir(self) -> Path:
+        """`.oneroof/` in the workspace: evidence store, reports, saved fingerprints."""
+        return self.workspace / ".oneroof"
+
+    @property
+    def evidence_path(self) -> Path:
+        return self.state_dir / "evidence.sqlite"
+
+    def line_of(self, *path: str | int) -> int | None:
+        """The line of the config that defines `path` (e.g. "counters", "ospa")."""
+        return locate(self.text, path)
+
+
+def workspace_dir(explicit: str | Path | None = None) -> Path:
+    """The workspace directory: `--workspace`, else $ONEROOF_WORKSPACE, else the current one."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(WORKSPACE_ENV)
+    return Path(env) if env else Path.cwd()
+
+
+def load(workspace: str | Path | None = None) -> Config:
+    """Read and validate `oneroof.toml` of the workspace."""
+    directory = workspace_dir(workspace)
+    file = directory / CONFIG_NAME
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "workspace has no oneroof.toml (create one with `oneroof init DIR`, "
+            "or point --workspace / ONEROOF_WORKSPACE at a workspace)",
+            file=file,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=file) from None
+    return parse(text, file)
+
+
+def parse(text: str, file: Path) -> Config:
+    """Validate the text of a config file; `file` is used in messages and to find the workspace."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(match.group(1)) if match else None
+        if line is None and "end of document" in message:
+            line = max(1, len(text.splitlines()))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        message = re.sub(r"\s*\(at end of document\)", " at end of file", message)
+        raise ConfigError(f"not valid TOML: {message}", file=file, line=line) from None
+    try:
+        doc = _Document.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        key = ".".join(str(part) if not isinstance(part, int) else f"[{part}]" for part in loc)
+        key = key.replace(".[", "[")
+        raise ConfigError(
+            f"{key or 'top level'}: {_explain(first)}", file=file, line=locate(text, loc)
+        ) from None
+
+    workspace = file.parent
+    production_dsn = Dsn(
+        doc.production.dsn, file, "production.dsn", locate(text, ("production", "dsn"))
+    )
+    clone_dsn = None
+    if doc.clone.server_dsn is not None:
+        clone_dsn = Dsn(
+            doc.clone.server_dsn, file, "clone.server_dsn", locate(text, ("clone", "server_dsn"))
+        )
+    seen: set[str] = set()
+    for index, objective in enumerate(doc.objective):
+        if objective.id in seen:
+            raise ConfigError(
+                f"objective[{index}].id: duplicate objective id {objective.id!r}",
+                file=file,
+                line=locate(text, ("objective", index, "id")),
+            )
+        seen.add(objective.id)
+    return Config(
+        workspace=workspace,
+        file=file,
+        production=doc.production,
+        clone=doc.clone,
+        guard=doc.guard,
+        isolation=doc.isolation,
+        counters=dict(doc.counters),
+        objectives=tuple(doc.objective),
+        targets=tuple(doc.target),
+        production_dsn=production_dsn,
+        clone_server_dsn=clone_dsn,
+        text=text,
+    )
+
+
+def _explain(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message[0].lower() + message[1:] if message else kind
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
+
+
+def locate(text: str, path: tuple[str | int, ...] | list[str | int]) -> int | None:
+    """Best-effort line number (1-based) of the TOML key at `path`, or of its table."""
+    parts = [p for p in path]
+    if not parts:
+        return None
+    lines = text.splitlines()
+    table: tuple[str, ...] = ()
+    array_index: dict[str, int] = {}
+    want_table: tuple[str | int, ...] = tuple(parts[:1])
+    if len(parts) >= 2 and isinstance(parts[1], int):
+        want_table = tuple(parts[:2])
+    rest = parts[len(want_table) :]
+    table_line: int | None = None
+    current: tuple[str | int, ...] = ()
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header:
+            name = header.group(2).strip()
+            if header.group(1) == "[[":
+                array_index[name] = array_index.get(name, -1) + 1
+                current = (name, array_index[name])
+            else:
+                current = tuple(name.split("."))
+            table = tuple(str(p) for p in current)
+            if current == want_table and table_line is None:
+                table_line = number
+            continue
+        key = _KEY.match(line)
+        if not key:
+            continue
+        name = key.group(1).strip("\"'")
+        if current == want_table and rest and name == str(rest[0]):
+            return number
+        if not table and not current and name == str(parts[0]):
+            return number
+    return table_line

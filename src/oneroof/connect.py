@@ -1,0 +1,522 @@
+"""Guarded connections: the only place oneroof opens a connection to a database.
+
+A production session is opened `default_transaction_read_only=on` with a statement timeout,
+runs every statement inside an explicit `READ ONLY` transaction, passes every statement
+through the guard before it is sent, and writes every statement — allowed, refused or
+internal — to the audit log. A clone session is refused unless the database name matches
+the clone name pattern, is not the production database (server identity and name), and
+carries the clone marker. The non-production server's maintenance session is used only by
+the clone module, for names that passed the same guard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+from psycopg import sql as pgsql
+
+from oneroof import guard
+from oneroof.config import Config, Dsn, redact
+from oneroof.errors import ConfigError, DatabaseError, ForbiddenAction, ServerUnreachable
+from oneroof.evidence import Evidence
+
+PRODUCTION = "production"
+CLONE = "clone"
+SERVER = "nonprod-server"
+MARKER_KEY = "oneroof_clone"
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Who a session is talking to: cluster, address and database."""
+
+    system_identifier: str
+    host: str
+    port: int
+    database: str
+    server_version: str
+    server_version_num: int
+
+    def same_database(self, other: ServerIdentity) -> bool:
+        """True when both name the same database of the same cluster, whatever the address."""
+        return (
+            self.system_identifier == other.system_identifier
+            and self.database.casefold() == other.database.casefold()
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "system_identifier": self.system_identifier,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "server_version": self.server_version,
+        }
+
+
+# The tool's own statements that are not plain reads: exact shapes, audited like the rest.
+BEGIN_READ_ONLY = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+BEGIN_READ_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"
+BEGIN_CLONE = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+_SAVEPOINT = re.compile(r"^(SAVEPOINT|ROLLBACK TO SAVEPOINT|RELEASE SAVEPOINT) oneroof_sp_\d+$")
+# Output formats fixed for a fingerprint transaction, so text forms are the same everywhere.
+FORMAT_SETTINGS = (
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL IntervalStyle = 'iso_8601'",
+    "SET LOCAL extra_float_digits = 3",
+    "SET LOCAL bytea_output = 'hex'",
+    "SET LOCAL lc_monetary = 'C'",
+    "SET LOCAL xmloption = 'content'",
+)
+IDENTITY_QUERY = (
+    "select (select system_identifier::text from pg_catalog.pg_control_system()),"
+    " current_database()::text, current_setting('server_version'),"
+    " current_setting('server_version_num')::int"
+)
+IDENTITY_QUERY_FALLBACK = (
+    "select null::text, current_database()::text, current_setting('server_version'),"
+    " current_setting('server_version_num')::int"
+)
+READ_ONLY_PROOF = "SHOW default_transaction_read_only"
+# `oneroof doctor` sends this harmless write on purpose: PostgreSQL itself must refuse it.
+READ_ONLY_PROBE = "CREATE TEMPORARY TABLE oneroof_read_only_probe (x int)"
+_INTERNAL_EXACT = frozenset(
+    {
+        BEGIN_READ_ONLY,
+        IDENTITY_QUERY,
+        IDENTITY_QUERY_FALLBACK,
+        READ_ONLY_PROOF,
+        READ_ONLY_PROBE,
+        COMMIT,
+        ROLLBACK,
+        guard.CATALOG_QUERY_FUNCTIONS,
+        guard.CATALOG_QUERY_OPERATORS,
+        *FORMAT_SETTINGS,
+    }
+)
+
+
+def _is_internal(statement: str) -> bool:
+    if statement in _INTERNAL_EXACT or _SAVEPOINT.match(statement):
+        return True
+    prefix = "SET TRANSACTION SNAPSHOT '"
+    if statement.startswith(prefix) and statement.endswith("'"):
+        return bool(_SNAPSHOT_ID.match(statement[len(prefix) : -1]))
+    return False
+
+
+def _describe(dsn: str) -> str:
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return redact(dsn)
+    host = str(params.get("host") or params.get("hostaddr") or "localhost (default socket)")
+    port = str(params.get("port") or "5432")
+    database = str(params.get("dbname") or params.get("user") or "")
+    return f"{host}:{port}/{database}" if database else f"{host}:{port}"
+
+
+def _connect(dsn: str, role: str, key: str, **overrides: Any) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, prepare_threshold=None, connect_timeout=10, **overrides
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
+        raise ServerUnreachable(
+            f"cannot reach the {role} server at {_describe(dsn)}: {reason} — check that the "
+            f"server is running, the host, port and database in {key}, and the credentials"
+        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"{key}: not a valid connection string: {exc}") from None
+
+
+class Session:
+    """A guarded connection for one role; every statement goes through `execute`."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        role: str,
+        evidence: Evidence | None,
+        catalog: guard.Catalog | None,
+    ) -> None:
+        self._conn = conn
+        self.role = role
+        self.evidence = evidence
+        self.catalog = catalog
+        self._in_transaction = False
+        self._savepoints = 0
+        self.identity = self._read_identity()
+
+    # -- statements -------------------------------------------------------------------------
+
+    def _audit(self, kind: str, statement: str, outcome: str, **extra: Any) -> None:
+        if self.role == PRODUCTION and self.evidence is not None:
+            self.evidence.audit(self.role, kind, statement, outcome, **extra)
+
+    def _send(
+        self, statement: str, params: Sequence[Any] | None, kind: str
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            cursor = self._conn.execute(statement, params)
+        except psycopg.Error as exc:
+            state = exc.sqlstate or ""
+            self._audit(kind, statement, f"error {state}".strip())
+            raise
+        if cursor.description is None:
+            return [], []
+        return [c.name for c in cursor.description], cursor.fetchall()
+
+    def internal(self, statement: str) -> list[tuple[Any, ...]]:
+        """Run one of the tool's own exact statement shapes (transaction setup and the like)."""
+        if self.role == PRODUCTION and not _is_internal(statement):
+            raise ForbiddenAction(f"not an internal statement shape: {statement!r}")
+        self._audit(guard.Kind.INTERNAL, statement, "sent")
+        return self._send(statement, None, guard.Kind.INTERNAL)[1]
+
+    def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Classify, audit and run one statement; rows returned (empty for none).
+
+        On production a statement outside a transaction runs in its own READ ONLY one.
+        """
+        return self.query(statement, params)[1]
+
+    def query(
+        self, statement: str, params: Sequence[Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Like `execute`, but also returns the column names."""
+        if self.role != PRODUCTION:
+            return self._send(statement, params, "clone")
+        verdict = guard.classify(statement, self.catalog)
+        if not verdict.allowed:
+            self._audit(verdict.kind, statement, "refused", reason=verdict.reason)
+            verdict.raise_if_refused(statement, self.role)
+        if self._in_transaction:
+            self._audit(verdict.kind, statement, "sent")
+            return self._send(statement, params, verdict.kind)
+        with self.transaction():
+            self._audit(verdict.kind, statement, "sent")
+            return self._send(statement, params, verdict.kind)
+
+    def scalar(self, statement: str, params: Sequence[Any] | None = None) -> Any:
+        """The single value of a one-row, one-column query."""
+        rows = self.execute(statement, params)
+        if len(rows) != 1 or len(rows[0]) != 1:
+            raise DatabaseError(
+                f"expected one value, got {len(rows)} row(s) of "
+                f"{len(rows[0]) if rows else 0} column(s)"
+            )
+        return rows[0][0]
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(
+        self, *, snapshot: str | None = None, force_rollback: bool = True
+    ) -> Iterator[Session]:
+        """One transaction: REPEATABLE READ READ ONLY on production, rolled back by default."""
+        if self._in_transaction:
+            raise DatabaseError("a transaction is already open on this session")
+        begin = BEGIN_READ_ONLY if self.role == PRODUCTION else BEGIN_CLONE
+        if self.role != PRODUCTION and snapshot is not None:
+            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        self.internal(begin)
+        self._in_transaction = True
+        try:
+            if snapshot is not None:
+                if not _SNAPSHOT_ID.match(snapshot):
+                    raise ForbiddenAction(f"not a snapshot id: {snapshot!r}")
+                self.internal(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            yield self
+        except BaseException:
+            self._end(ROLLBACK)
+            raise
+        else:
+            self._end(ROLLBACK if force_rollback else COMMIT)
+
+    def _end(self, statement: str) -> None:
+        self._in_transaction = False
+        self._savepoints = 0
+        if self._conn.closed:
+            return
+        try:
+            self.internal(statement)
+        except psycopg.Error:
+            if statement == COMMIT:
+                raise
+            # A failed rollback leaves nothing to undo; the connection is closed below.
+            self._conn.close()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint inside the open transaction, rolled back to on error."""
+        self._savepoints += 1
+        name = f"oneroof_sp_{self._savepoints}"
+        self.internal(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            if not self._conn.closed:
+                self.internal(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
+        else:
+            self.internal(f"RELEASE SAVEPOINT {name}")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    # -- identity and housekeeping ----------------------------------------------------------
+
+    def _read_identity(self) -> ServerIdentity:
+        try:
+            rows = self.internal(IDENTITY_QUERY)
+        except psycopg.errors.InsufficientPrivilege:
+            # Without pg_control_system() the identity rests on address and name alone.
+            rows = self.internal(IDENTITY_QUERY_FALLBACK)
+        row = rows[0]
+        info = self._conn.info
+        return ServerIdentity(
+            system_identifier=row[0] or f"unknown@{info.host}:{info.port}",
+            host=str(info.host),
+            port=int(info.port),
+            database=row[1],
+            server_version=row[2],
+            server_version_num=row[3],
+        )
+
+    def setting(self, name: str) -> str:
+        """A server setting's current value (SHOW), through the guard."""
+        if not re.fullmatch(r"[A-Za-z_.]+", name):
+            raise ForbiddenAction(f"not a setting name: {name!r}")
+        return str(self.execute(f"SHOW {name}")[0][0])
+
+    @property
+    def raw_for_clone(self) -> psycopg.Connection[Any]:
+        """The underlying connection — clone and server roles only (COPY, notices)."""
+        if self.role == PRODUCTION:
+            raise ForbiddenAction("the raw production connection is never handed out")
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    def close(self) -> None:
+        if not self._conn.closed:
+            if self._in_transaction:
+                self._end(ROLLBACK)
+            self._conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _timeout_ms(value: str, key: str) -> str:
+    if not re.fullmatch(r"\s*\d+\s*(ms|s|min|h)?\s*", value):
+        raise ConfigError(f"{key}: not a duration like 30s or 500ms: {value!r}")
+    return value.replace(" ", "")
+
+
+def production_options(config: Config) -> str:
+    """The startup options every production session is opened with."""
+    statement_timeout = _timeout_ms(
+        config.production.statement_timeout, "production.statement_timeout"
+    )
+    lock_timeout = _timeout_ms(config.production.lock_timeout, "production.lock_timeout")
+    return (
+        "-c default_transaction_read_only=on"
+        f" -c statement_timeout={statement_timeout}"
+        f" -c lock_timeout={lock_timeout}"
+        " -c idle_in_transaction_session_timeout=600s"
+    )
+
+
+def open_production(config: Config, evidence: Evidence) -> Session:
+    """A read-only, guarded, audited session on production."""
+    dsn = config.production_dsn.resolve()
+    conn = _connect(
+        dsn,
+        PRODUCTION,
+        "production.dsn",
+        options=production_options(config),
+        application_name="oneroof",
+    )
+    try:
+        evidence.audit(PRODUCTION, guard.Kind.INTERNAL, "-- connect", "sent", target=_describe(dsn))
+        session = Session(conn, PRODUCTION, evidence, None)
+        flag = session.internal(READ_ONLY_PROOF)
+        if not flag or flag[0][0] != "on":
+            # A pooler that drops startup options would leave the session writable: refuse it.
+            raise ForbiddenAction(
+                "the production session is not read-only (default_transaction_read_only is "
+                f"{flag[0][0] if flag else 'unknown'}); is a connection pooler dropping "
+                "startup options? Connect oneroof to the server directly"
+            )
+        functions = session.internal(guard.CATALOG_QUERY_FUNCTIONS)
+        operators = session.internal(guard.CATALOG_QUERY_OPERATORS)
+        allowed = frozenset(name.lower() for name in config.guard.allow_functions)
+        session.catalog = guard.Catalog.from_rows(
+            [(str(a), str(b), str(c)) for a, b, c in functions],
+            [(str(a), str(b), str(c)) for a, b, c in operators],
+            allowed,
+        )
+        return session
+    except BaseException:
+        conn.close()
+        raise
+
+
+def prove_read_only(session: Session) -> str:
+    """Send a harmless write inside a READ ONLY transaction; return PostgreSQL's refusal.
+
+    Raises `CheckFailed` if the server accepted it: the session would not be read-only.
+    """
+    from oneroof.errors import CheckFailed
+
+    try:
+        with session.transaction():
+            session.internal(READ_ONLY_PROBE)
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        return f"{exc.diag.message_primary} (SQLSTATE {exc.sqlstate})"
+    raise CheckFailed("production accepted a write: the session is NOT read-only")
+
+
+def production_identity(config: Config, evidence: Evidence) -> ServerIdentity:
+    """The server identity of production (opens and closes a guarded session)."""
+    with open_production(config, evidence) as session:
+        return session.identity
+
+
+def check_clone_name(name: str, pattern: str, production: ServerIdentity | None = None) -> None:
+    """Refuse (`ForbiddenAction`) a clone name that the guard does not accept.
+
+    The name must be plain ASCII without surrounding space or control characters, fit in
+    PostgreSQL's 63-byte identifiers (longer names are silently truncated by the server),
+    match the pattern in full, and differ from the production database's name even in case.
+    """
+    if not isinstance(name, str) or not name:
+        raise ForbiddenAction("refused: empty clone name")
+    if not name.isascii() or not name.isprintable() or name != name.strip():
+        raise ForbiddenAction(
+            f"refused: clone name {name!r} is not plain ASCII without spaces or control characters"
+        )
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ForbiddenAction(
+            f"refused: clone name {name[:20]!r}… is longer than {MAX_IDENTIFIER_BYTES} bytes "
+            "(PostgreSQL would truncate it to another name)"
+        )
+    if re.fullmatch(pattern, name) is None:
+        raise ForbiddenAction(
+            f"refused: clone name {name!r} does not match guard.clone_name_pattern {pattern!r}"
+        )
+    if production is not None and name.casefold() == production.database.casefold():
+        raise ForbiddenAction(
+            f"refused: {name!r} is the name of the production database; a clone needs its own"
+        )
+
+
+def clone_name(config: Config, explicit: str | None = None) -> str:
+    """The clone name to use: `--name`, else `[clone] name`, else `<production>_clone`."""
+    if explicit:
+        return explicit
+    if config.clone.name:
+        return config.clone.name
+    params = psycopg.conninfo.conninfo_to_dict(config.production_dsn.resolve())
+    base = str(params.get("dbname") or params.get("user") or "production")
+    return f"{base}_clone"
+
+
+def server_dsn(config: Config) -> Dsn:
+    """The non-production server's maintenance DSN; `ConfigError` when not configured."""
+    if config.clone_server_dsn is None:
+        raise ConfigError(
+            "[clone] server_dsn is not set: oneroof needs a non-production server for the clone",
+            file=config.file,
+            line=config.line_of("clone"),
+        )
+    return config.clone_server_dsn
+
+
+def open_server(config: Config) -> Session:
+    """The maintenance session on the non-production server (CREATE/DROP DATABASE)."""
+    dsn = server_dsn(config)
+    conn = _connect(dsn.resolve(), "non-production", "clone.server_dsn", application_name="oneroof")
+    return Session(conn, SERVER, None, None)
+
+
+def read_marker(session: Session) -> dict[str, Any] | None:
+    """The clone marker of the session's database, or None when it carries none."""
+    rows = session.raw_for_clone.execute(
+        "select pg_catalog.shobj_description(d.oid, 'pg_database')"
+        " from pg_catalog.pg_database d where d.datname = current_database()"
+    ).fetchall()
+    if not rows or rows[0][0] is None:
+        return None
+    try:
+        value = json.loads(rows[0][0])
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get(MARKER_KEY), dict):
+        return None
+    marker: dict[str, Any] = value[MARKER_KEY]
+    return marker
+
+
+def open_clone(
+    config: Config,
+    evidence: Evidence,
+    name: str | None = None,
+    *,
+    require_marker: bool = True,
+    production: ServerIdentity | None = None,
+) -> Session:
+    """A read-write session on the clone, after the name guard, identity and marker checks."""
+    target = clone_name(config, name)
+    check_clone_name(target, config.guard.clone_name_pattern)
+    if production is None:
+        production = production_identity(config, evidence)
+    check_clone_name(target, config.guard.clone_name_pattern, production)
+    dsn = psycopg.conninfo.make_conninfo(server_dsn(config).resolve(), dbname=target)
+    conn = _connect(dsn, "clone", "clone.server_dsn", application_name="oneroof-clone")
+    try:
+        session = Session(conn, CLONE, evidence, None)
+        if session.identity.database != target:
+            raise ForbiddenAction(
+                f"refused: connected to {session.identity.database!r}, not the clone {target!r}"
+            )
+        if session.identity.same_database(production):
+            raise ForbiddenAction(
+                f"refused: {target!r} on {session.identity.host}:{session.identity.port} is the "
+                "production database (same cluster system identifier and name)"
+            )
+        if require_marker and read_marker(session) is None:
+            raise ForbiddenAction(
+                f"refused: database {target!r} carries no oneroof clone marker; only a clone "
+                "created by `oneroof clone create` is written to"
+            )
+        return session
+    except BaseException:
+        conn.close()
+        raise
+
+
+def quote_ident(name: str) -> pgsql.Identifier:
+    """An identifier for psycopg's sql composition (never f-strings)."""
+    return pgsql.Identifier(name)

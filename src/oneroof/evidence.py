@@ -1,0 +1,241 @@
+"""The evidence store: an append-only, hash-chained SQLite file in the workspace.
+
+It holds the audit log (every statement sent to or refused for production) and every other
+piece of evidence a report is built from (fingerprints, check runs, rehearsals, applies).
+Each record carries the hash of the one before it, and a head file beside the database
+remembers the last record, so `verify()` finds an edited, deleted, reordered or inserted
+record — including one cut off the end. It never lives inside production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from oneroof.errors import BadInput
+
+GENESIS = "0" * 64
+
+_SCHEMA = """
+create table if not exists records (
+    seq integer primary key,
+    at text not null,
+    kind text not null,
+    role text,
+    classification text,
+    outcome text,
+    sql text,
+    payload text not null,
+    prev_hash text not null,
+    hash text not null
+);
+create index if not exists records_kind on records(kind, seq);
+"""
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON form that is hashed: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of the store."""
+
+    seq: int
+    at: str
+    kind: str
+    role: str | None
+    classification: str | None
+    outcome: str | None
+    sql: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "kind": self.kind,
+            "role": self.role,
+            "classification": self.classification,
+            "outcome": self.outcome,
+            "sql": self.sql,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def _record_hash(
+    seq: int,
+    at: str,
+    kind: str,
+    role: str | None,
+    classification: str | None,
+    outcome: str | None,
+    sql: str | None,
+    payload: str,
+    prev_hash: str,
+) -> str:
+    body = canonical_json([seq, at, kind, role, classification, outcome, sql, payload, prev_hash])
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class Evidence:
+    """The evidence store of one workspace (`.oneroof/evidence.sqlite`)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.head_path = self.path.with_suffix(".head")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("pragma journal_mode=wal")
+            self._db.execute("pragma synchronous=normal")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"not a usable evidence store: {exc}", file=self.path) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def append(
+        self,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        role: str | None = None,
+        classification: str | None = None,
+        outcome: str | None = None,
+        sql: str | None = None,
+    ) -> Record:
+        """Append one record at the end of the chain and return it."""
+        text = canonical_json(payload or {})
+        at = datetime.now(UTC).isoformat(timespec="microseconds")
+        with self._lock:
+            # IMMEDIATE serialises appenders across processes: the chain never forks.
+            self._db.execute("begin immediate")
+            try:
+                row = self._db.execute(
+                    "select seq, hash from records order by seq desc limit 1"
+                ).fetchone()
+                seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+                digest = _record_hash(seq, at, kind, role, classification, outcome, sql, text, prev)
+                self._db.execute(
+                    "insert into records values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, at, kind, role, classification, outcome, sql, text, prev, digest),
+                )
+                self._write_head(seq, digest)
+                self._db.execute("commit")
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+        return Record(
+            seq, at, kind, role, classification, outcome, sql, json.loads(text), prev, digest
+        )
+
+    def audit(self, role: str, classification: str, sql: str, outcome: str, **extra: Any) -> Record:
+        """Record one statement sent to, or refused for, a guarded role."""
+        return self.append(
+            "audit", extra, role=role, classification=classification, outcome=outcome, sql=sql
+        )
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        temporary = self.head_path.with_suffix(".head.tmp")
+        temporary.write_text(f"{seq} {digest}\n")
+        os.replace(temporary, self.head_path)
+
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> Iterator[Record]:
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        for row in rows:
+            try:
+                payload = json.loads(row[7])
+            except json.JSONDecodeError:
+                payload = {"unreadable": row[7]}
+            yield Record(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], payload, row[8], row[9]
+            )
+
+    def records(self, kind: str | None = None, *, since: int = 0) -> list[Record]:
+        """Records in chain order, optionally of one kind and after sequence number `since`."""
+        if kind is None:
+            return list(self._rows("select * from records where seq > ? order by seq", (since,)))
+        return list(
+            self._rows(
+                "select * from records where kind = ? and seq > ? order by seq", (kind, since)
+            )
+        )
+
+    def latest(self, kind: str) -> Record | None:
+        """The newest record of `kind`, if any."""
+        found = list(
+            self._rows("select * from records where kind = ? order by seq desc limit 1", (kind,))
+        )
+        return found[0] if found else None
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("select max(seq) from records").fetchone()
+        return int(row[0] or 0)
+
+    def verify(self) -> list[str]:
+        """Every break in the chain, each naming the record; empty when the chain is intact."""
+        problems: list[str] = []
+        with self._lock:
+            rows = self._db.execute("select * from records order by rowid").fetchall()
+        expected_seq = 1
+        prev_hash = GENESIS
+        previous_seq = 0
+        for row in rows:
+            seq, at, kind, role, classification, outcome, sql, payload, stored_prev, stored = row
+            if seq < expected_seq:
+                problems.append(f"record {seq}: out of order (after record {previous_seq})")
+            elif seq > expected_seq:
+                gone = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}–{seq - 1}"
+                problems.append(f"record {gone}: deleted (the chain jumps to {seq})")
+            if stored_prev != prev_hash:
+                problems.append(
+                    f"record {seq}: does not follow record {previous_seq} "
+                    "(inserted, reordered, or the record before it was changed)"
+                )
+            actual = _record_hash(
+                seq, at, kind, role, classification, outcome, sql, payload, stored_prev
+            )
+            if actual != stored:
+                problems.append(f"record {seq}: edited (its content no longer matches its hash)")
+            prev_hash = stored
+            previous_seq = seq
+            expected_seq = seq + 1
+        head = self._read_head()
+        if head is not None:
+            head_seq, head_hash = head
+            if head_seq > previous_seq:
+                problems.append(
+                    f"record {previous_seq + 1}–{head_seq}: deleted from the end of the chain"
+                )
+            elif head_seq == previous_seq and head_hash != prev_hash:
+                problems.append(f"record {head_seq}: replaced (the head file holds another hash)")
+        elif rows:
+            problems.append("the head file is missing: records may have been cut off the end")
+        return problems
+
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            seq, digest = self.head_path.read_text().split()
+            return int(seq), digest
+        except (FileNotFoundError, ValueError):
+            return None

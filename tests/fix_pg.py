@@ -1,0 +1,88 @@
+"""Fixture plugin: real PostgreSQL servers for the tests.
+
+Two throwaway embedded servers per test session (per xdist worker) — one plays production,
+the other the non-production server — and a fresh database per test, cheaply copied from a
+template. With ONEROOF_TEST_DSN set, that one server plays both roles instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import psycopg.conninfo
+import pytest
+from psycopg import sql
+
+from oneroof.embedded import EmbeddedServer
+
+
+@dataclass
+class Server:
+    """A PostgreSQL server the tests may create databases on."""
+
+    base_dsn: str
+    label: str
+
+    def dsn(self, database: str = "postgres") -> str:
+        return psycopg.conninfo.make_conninfo(self.base_dsn, dbname=database)
+
+    def admin(self, database: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(self.dsn(database), autocommit=True)
+
+    def create_database(self, prefix: str, template: str | None = None) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        statement = sql.SQL("create database {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" template {}").format(sql.Identifier(template))
+        with self.admin() as conn:
+            conn.execute(statement)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    """(production server, non-production server) for the whole test session."""
+    external = os.environ.get("ONEROOF_TEST_DSN")
+    if external:
+        server = Server(external, "external")
+        yield server, server
+        return
+    root = Path(tmp_path_factory.mktemp("pg"))
+    production = EmbeddedServer(root / "prod").start()
+    nonprod = EmbeddedServer(root / "nonprod").start()
+    try:
+        yield Server(production.dsn(), "prod"), Server(nonprod.dsn(), "nonprod")
+    finally:
+        production.remove()
+        nonprod.remove()
+
+
+@pytest.fixture(scope="session")
+def prod_server(pg_servers: tuple[Server, Server]) -> Server:
+    return pg_servers[0]
+
+
+@pytest.fixture(scope="session")
+def nonprod_server(pg_servers: tuple[Server, Server]) -> Server:
+    return pg_servers[1]
+
+
+@pytest.fixture
+def prod_db(prod_server: Server) -> Iterator[str]:
+    """The name of a fresh, empty database on the production server."""
+    name = prod_server.create_database("prod")
+    try:
+        yield name
+    finally:
+        prod_server.drop_database(name)
