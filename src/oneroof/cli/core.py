@@ -1,94 +1,20 @@
-"""The `oneroof` command: parses arguments, calls the library, prints, sets the exit code.
-
-Errors are translated here and only here: one line on stderr and the exit code that
-`errors.exit_code` gives (`--debug` or ONEROOF_DEBUG=1 adds the traceback).
-"""
+"""Foundation commands: doctor, sql, audit, init."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
-import psycopg
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from oneroof import __version__, config
-from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code
+from oneroof import config
+from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
+from oneroof.cli._app import cell as _cell
+from oneroof.errors import EXIT_FAILED, EXIT_OK
 
-app = typer.Typer(
-    name="oneroof",
-    help="Change a production PostgreSQL database without ever putting it at risk.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 audit_app = typer.Typer(help="The audit log: every statement sent to or refused for production.")
 app.add_typer(audit_app, name="audit")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class State:
-    """Global options shared by every command."""
-
-    workspace: Path | None = None
-
-
-state = State()
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"oneroof {__version__}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _main(
-    workspace: Annotated[
-        Path | None,
-        typer.Option(
-            "--workspace",
-            "-w",
-            help="Workspace directory holding oneroof.toml (default: $ONEROOF_WORKSPACE or .)",
-        ),
-    ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors")] = False,
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
-    ] = False,
-) -> None:
-    state.workspace = workspace
-    if debug:
-        os.environ["ONEROOF_DEBUG"] = "1"
-
-
-def load_config() -> config.Config:
-    return config.load(state.workspace)
-
-
-def open_evidence(cfg: config.Config) -> Any:
-    from oneroof.evidence import Evidence
-
-    return Evidence(cfg.evidence_path)
-
-
-def print_json(value: Any) -> None:
-    """One JSON document on stdout and nothing else there."""
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _cell(value: Any) -> str:
-    return "NULL" if value is None else str(value)
 
 
 # -- doctor ---------------------------------------------------------------------------------
@@ -267,38 +193,3 @@ def init(directory: Annotated[Path, typer.Argument(help="Directory of the new wo
     target.write_text(_INIT_TOML)
     err.print(f"created {target}")
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: run, translate errors, exit."""
-    command = typer.main.get_command(app)
-    try:
-        result = command.main(args=argv, prog_name="oneroof", standalone_mode=False)
-    except OneroofError as exc:
-        if os.environ.get("ONEROOF_DEBUG"):
-            traceback.print_exc()
-        first, *_ = str(exc).splitlines() or [type(exc).__name__]
-        err.print(f"oneroof: {first}", markup=False)
-        sys.exit(exit_code(exc))
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except psycopg.Error as exc:
-        if os.environ.get("ONEROOF_DEBUG"):
-            traceback.print_exc()
-        message = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
-        err.print(f"oneroof: PostgreSQL error: {message} (SQLSTATE {exc.sqlstate})", markup=False)
-        sys.exit(EXIT_FAILED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
-        err.print("oneroof: interrupted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("oneroof: interrupted")
-        sys.exit(130)
-    sys.exit(result if isinstance(result, int) else EXIT_OK)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,57 @@
+"""The `oneroof` command: parses arguments, calls the library, prints, sets the exit code.
+
+Errors are translated here and only here: one line on stderr and the exit code that
+`errors.exit_code` gives (`--debug` or ONEROOF_DEBUG=1 adds the traceback). Each command
+group lives in its own module, registered on the shared app by importing it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import psycopg
+import typer
+
+from oneroof.cli import core  # noqa: F401  (registers commands)
+from oneroof.cli._app import app, err
+from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run, translate errors, exit."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="oneroof", standalone_mode=False)
+    except OneroofError as exc:
+        if os.environ.get("ONEROOF_DEBUG"):
+            traceback.print_exc()
+        first, *_ = str(exc).splitlines() or [type(exc).__name__]
+        err.print(f"oneroof: {first}", markup=False)
+        sys.exit(exit_code(exc))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except psycopg.Error as exc:
+        if os.environ.get("ONEROOF_DEBUG"):
+            traceback.print_exc()
+        message = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
+        err.print(f"oneroof: PostgreSQL error: {message} (SQLSTATE {exc.sqlstate})", markup=False)
+        sys.exit(EXIT_FAILED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("oneroof: interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("oneroof: interrupted")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

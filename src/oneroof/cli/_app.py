@@ -1,0 +1,82 @@
+"""The shared pieces of the `oneroof` command: the Typer app, consoles and global options."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from oneroof import __version__, config
+from oneroof.evidence import Evidence
+
+app = typer.Typer(
+    name="oneroof",
+    help="Change a production PostgreSQL database without ever putting it at risk.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    """Global options shared by every command."""
+
+    workspace: Path | None = None
+
+
+state = State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"oneroof {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Workspace directory holding oneroof.toml (default: $ONEROOF_WORKSPACE or .)",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = False,
+) -> None:
+    state.workspace = workspace
+    if debug:
+        os.environ["ONEROOF_DEBUG"] = "1"
+
+
+def load_config() -> config.Config:
+    """The workspace config named by the global options."""
+    return config.load(state.workspace)
+
+
+def open_evidence(cfg: config.Config) -> Evidence:
+    """The workspace's evidence store."""
+    return Evidence(cfg.evidence_path)
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout and nothing else there."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def cell(value: Any) -> str:
+    """A value as a table cell."""
+    return "NULL" if value is None else str(value)
