@@ -108,8 +108,18 @@ _INTERNAL_EXACT = frozenset(
 )
 
 
+_LOCAL_TIMEOUT = re.compile(r"^SET LOCAL statement_timeout = '\d+ms'$")
+
+
+def local_timeout(milliseconds: int) -> str:
+    """The internal statement that sets the statement timeout of the open transaction."""
+    return f"SET LOCAL statement_timeout = '{int(milliseconds)}ms'"
+
+
 def _is_internal(statement: str) -> bool:
     if statement in _INTERNAL_EXACT or _SAVEPOINT.match(statement):
+        return True
+    if _LOCAL_TIMEOUT.match(statement):
         return True
     prefix = "SET TRANSACTION SNAPSHOT '"
     if statement.startswith(prefix) and statement.endswith("'"):
@@ -225,14 +235,22 @@ class Session:
 
     @contextmanager
     def transaction(
-        self, *, snapshot: str | None = None, force_rollback: bool = True
+        self,
+        *,
+        snapshot: str | None = None,
+        force_rollback: bool = True,
+        consistent: bool = False,
     ) -> Iterator[Session]:
-        """One transaction: REPEATABLE READ READ ONLY on production, rolled back by default."""
+        """One transaction, rolled back unless `force_rollback=False`.
+
+        On production always REPEATABLE READ READ ONLY. Elsewhere a plain read-write
+        transaction, or a REPEATABLE READ READ ONLY one with `consistent=True` or a snapshot.
+        """
         if self._in_transaction:
             raise DatabaseError("a transaction is already open on this session")
-        begin = BEGIN_READ_ONLY if self.role == PRODUCTION else BEGIN_CLONE
-        if self.role != PRODUCTION and snapshot is not None:
-            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        begin = BEGIN_CLONE
+        if self.role == PRODUCTION or consistent or snapshot is not None:
+            begin = BEGIN_READ_ONLY
         self.internal(begin)
         self._in_transaction = True
         try:
