@@ -108,6 +108,7 @@ _INTERNAL_EXACT = frozenset(
 )
 
 
+_WRITER_SHAPES = frozenset({BEGIN_READ_WRITE, COMMIT, ROLLBACK})
 _LOCAL_TIMEOUT = re.compile(r"^SET LOCAL statement_timeout = '\d+ms'$")
 
 
@@ -168,7 +169,9 @@ class Session:
         self.evidence = evidence
         self.catalog = catalog
         self._in_transaction = False
+        self._writing = False
         self._savepoints = 0
+        self.writer = False
         self.identity = self._read_identity()
 
     # -- statements -------------------------------------------------------------------------
@@ -192,7 +195,8 @@ class Session:
 
     def internal(self, statement: str) -> list[tuple[Any, ...]]:
         """Run one of the tool's own exact statement shapes (transaction setup and the like)."""
-        if self.role == PRODUCTION and not _is_internal(statement):
+        writer_shape = self.writer and statement in _WRITER_SHAPES
+        if self.role == PRODUCTION and not (_is_internal(statement) or writer_shape):
             raise ForbiddenAction(f"not an internal statement shape: {statement!r}")
         self._audit(guard.Kind.INTERNAL, statement, "sent")
         return self._send(statement, None, guard.Kind.INTERNAL)[1]
@@ -277,6 +281,47 @@ class Session:
                 raise
             # A failed rollback leaves nothing to undo; the connection is closed below.
             self._conn.close()
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """A READ WRITE transaction on a production writer session: commits unless it raises.
+
+        This is the only way oneroof writes to production; only `rollout.apply` opens a
+        writer session, after every gate, rehearsal and drift check has held.
+        """
+        if self.role == PRODUCTION and not self.writer:
+            raise ForbiddenAction("refused: this production session is read-only")
+        if self._in_transaction:
+            raise DatabaseError("a transaction is already open on this session")
+        self.internal(BEGIN_READ_WRITE if self.role == PRODUCTION else BEGIN_CLONE)
+        self._in_transaction = True
+        self._writing = True
+        try:
+            yield self
+        except BaseException:
+            self._writing = False
+            self._end(ROLLBACK)
+            raise
+        else:
+            self._writing = False
+            self._end(COMMIT)
+
+    def apply(
+        self, statement: str, params: Sequence[Any] | None = None, **audit: Any
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Send one statement of a gated artifact inside `write_transaction` (audited)."""
+        if self.role == PRODUCTION and not (self.writer and self._writing):
+            raise ForbiddenAction("refused: writes to production only inside a gated apply")
+        verdict = guard.classify(statement, self.catalog)
+        if verdict.kind in (guard.Kind.TRANSACTION, guard.Kind.MULTI, guard.Kind.UNPARSEABLE):
+            self._audit(verdict.kind, statement, "refused", reason=verdict.reason, **audit)
+            raise ForbiddenAction(
+                f"refused in an artifact: {verdict.reason} (the artifact's transaction "
+                "belongs to oneroof)",
+                sql=statement,
+            )
+        self._audit(verdict.kind, statement, "apply", **audit)
+        return self._send(statement, params, verdict.kind)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -414,6 +459,17 @@ def prove_read_only(session: Session) -> str:
     except psycopg.errors.ReadOnlySqlTransaction as exc:
         return f"{exc.diag.message_primary} (SQLSTATE {exc.sqlstate})"
     raise CheckFailed("production accepted a write: the session is NOT read-only")
+
+
+def open_production_writer(config: Config, evidence: Evidence) -> Session:
+    """A production session that may open gated write transactions (rollout apply only).
+
+    It is opened read-only like every other; only `write_transaction()` switches one
+    transaction to READ WRITE, and every statement in it is audited as an apply.
+    """
+    session = open_production(config, evidence)
+    session.writer = True
+    return session
 
 
 def production_identity(config: Config, evidence: Evidence) -> ServerIdentity:
