@@ -17,7 +17,8 @@ work becomes a savepoint inside it and the caller decides whether to commit.
 
 Command line::
 
-    python examples/one-roof/generate.py --dsn postgresql://... [--objects 1000 --gap 210 --seed 1] [--ratify]
+    python examples/one-roof/generate.py --dsn postgresql://... \
+        [--objects 1000 --gap 210 --seed 1] [--ratify]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ L2_QUORUM = 2
 
 OBJECT_KINDS = ("process", "dataset", "system", "document", "service")
 ISSUE_KINDS = ("ownership_gap", "data_quality", "access", "incident")
+# fmt: off
 FIRST_NAMES = (
     "Ada", "Bruno", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas",
     "Kaori", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tala",
@@ -51,6 +54,7 @@ LAST_NAMES = (
     "Almeida", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova",
     "Jensen", "Kowalski", "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov", "Rossi", "Sato",
 )
+# fmt: on
 
 # Fixed reference data (identical for every seed).
 EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
@@ -63,17 +67,25 @@ PROPOSALS: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
         "production ownership seed",
         "L4",
         "pending",
-        {"requires": {"l2_quorum": L2_QUORUM, "l4_signature": True},
-         "opens": ["F_prod_00_preflight", "F_prod_01_materialize_candidates",
-                   "F_prod_02_activate", "F_prod_03_verify"]},
+        {
+            "requires": {"l2_quorum": L2_QUORUM, "l4_signature": True},
+            "opens": [
+                "F_prod_00_preflight",
+                "F_prod_01_materialize_candidates",
+                "F_prod_02_activate",
+                "F_prod_03_verify",
+            ],
+        },
     ),
     (
         "APR-AXIS-OWNERSHIP-1",
         "Ownership axis extension: persistent axis substrate and a first topic axis",
         "L4",
         "pending",
-        {"requires": {"l2_quorum": L2_QUORUM, "l4_signature": True},
-         "adds": ["core.axes", "core.axis_ownership"]},
+        {
+            "requires": {"l2_quorum": L2_QUORUM, "l4_signature": True},
+            "adds": ["core.axes", "core.axis_ownership"],
+        },
     ),
     (
         "APR-EMIT-ACTIVATE-1",
@@ -162,8 +174,24 @@ def _actors(rng: random.Random, n: int) -> list[tuple[int, str, str, bool]]:
     return rows
 
 
-def build(conn: psycopg.Connection[Any], *, objects: int = 1000, gap: int = 210,
-          seed: int = 1) -> dict[str, Any]:
+def _copy(
+    cur: psycopg.Cursor[Any],
+    table: tuple[str, str],
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """COPY ``rows`` into ``table`` (schema, name)."""
+    statement = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cur.copy(statement) as cp:
+        for row in rows:
+            cp.write_row(row)
+
+
+def build(
+    conn: psycopg.Connection[Any], *, objects: int = 1000, gap: int = 210, seed: int = 1
+) -> dict[str, Any]:
     """Create the schema and generate the production database; return its figures."""
     _validate(objects, gap, seed)
     rng = random.Random(seed)
@@ -178,81 +206,126 @@ def build(conn: psycopg.Connection[Any], *, objects: int = 1000, gap: int = 210,
     for object_id in range(1, objects + 1):
         kind = rng.choice(OBJECT_KINDS)
         created_at = EPOCH + timedelta(seconds=rng.randrange(SPAN_SECONDS))
-        object_rows.append((object_id, kind, f"{kind}-{object_id:06d}", created_at,
-                            rng.choice(all_ids)))
+        object_rows.append(
+            (object_id, kind, f"{kind}-{object_id:06d}", created_at, rng.choice(all_ids))
+        )
 
     gap_ids = set(rng.sample(range(1, objects + 1), gap))
     ownership_rows: list[tuple[int, int, int, str, str, datetime]] = []
     for object_id, _kind, _name, created_at, _by in object_rows:
         since = created_at + timedelta(days=rng.randint(1, 30))
         if rng.random() < 0.15:  # an earlier owner who handed the object over
-            ownership_rows.append((len(ownership_rows) + 1, object_id, rng.choice(all_ids),
-                                   "responsibility", "retired", since))
+            ownership_rows.append(
+                (
+                    len(ownership_rows) + 1,
+                    object_id,
+                    rng.choice(all_ids),
+                    "responsibility",
+                    "retired",
+                    since,
+                )
+            )
             since += timedelta(days=rng.randint(1, 200))
         if object_id not in gap_ids:
-            ownership_rows.append((len(ownership_rows) + 1, object_id, rng.choice(active_ids),
-                                   "responsibility", "active", since))
+            ownership_rows.append(
+                (
+                    len(ownership_rows) + 1,
+                    object_id,
+                    rng.choice(active_ids),
+                    "responsibility",
+                    "active",
+                    since,
+                )
+            )
 
     n_issues = max(1, objects // 25)
     issue_rows: list[tuple[int, int, str, str, datetime]] = []
     for issue_id in range(1, n_issues + 1):
         object_id = rng.randint(1, objects)
         opened_at = object_rows[object_id - 1][3] + timedelta(hours=rng.randint(1, 24 * 300))
-        issue_rows.append((issue_id, object_id, rng.choice(ISSUE_KINDS),
-                           "open" if rng.random() < 0.7 else "closed", opened_at))
+        issue_rows.append(
+            (
+                issue_id,
+                object_id,
+                rng.choice(ISSUE_KINDS),
+                "open" if rng.random() < 0.7 else "closed",
+                opened_at,
+            )
+        )
 
     with conn.transaction(), conn.cursor() as cur:
         _assert_empty(cur)
         cur.execute(schema)
 
-        with cur.copy("copy core.actors (id, name, level, active) from stdin") as cp:
-            for row in actors:
-                cp.write_row(row)
-        with cur.copy("copy core.objects (id, kind, name, created_at, created_by) from stdin") as cp:
-            for row in object_rows:
-                cp.write_row(row)
-        with cur.copy("copy core.ownership (id, object_id, actor_id, role, status, since) "
-                      "from stdin") as cp:
-            for row in ownership_rows:
-                cp.write_row(row)
+        _copy(cur, ("core", "actors"), ("id", "name", "level", "active"), actors)
+        _copy(
+            cur,
+            ("core", "objects"),
+            ("id", "kind", "name", "created_at", "created_by"),
+            object_rows,
+        )
+        _copy(
+            cur,
+            ("core", "ownership"),
+            ("id", "object_id", "actor_id", "role", "status", "since"),
+            ownership_rows,
+        )
 
         cur.executemany(
             "insert into gov.os_proposals (code, title, level_required, status, payload, "
             "payload_sha256) values (%(code)s, %(title)s, %(level)s, %(status)s, %(payload)s, "
             "encode(sha256(convert_to((%(payload)s::jsonb)::text, 'UTF8')), 'hex'))",
-            [{"code": code, "title": title, "level": level, "status": status,
-              "payload": Jsonb({"code": code, "title": title, **payload})}
-             for code, title, level, status, payload in PROPOSALS],
+            [
+                {
+                    "code": code,
+                    "title": title,
+                    "level": level,
+                    "status": status,
+                    "payload": Jsonb({"code": code, "title": title, **payload}),
+                }
+                for code, title, level, status, payload in PROPOSALS
+            ],
         )
         cur.executemany(
             "insert into gov.laws (code, version, status, body) values (%s, %s, %s, %s)",
-            [(code, version, status, f"{code} version {version}: text of the law ({status}).")
-             for code, versions in LAWS for version, status in versions],
+            [
+                (code, version, status, f"{code} version {version}: text of the law ({status}).")
+                for code, versions in LAWS
+                for version, status in versions
+            ],
         )
 
         cur.executemany(
             "insert into ops.event_type_registry (code, active, description) "
-            "values (%s, false, %s)", EVENT_TYPES,
+            "values (%s, false, %s)",
+            EVENT_TYPES,
         )
         cur.execute("insert into ops.dispatch_settings (singleton, enabled) values (true, false)")
         # every event type is inactive, so the emit trigger writes nothing to the outbox
-        with cur.copy("copy ops.issues (id, object_id, kind, status, opened_at) from stdin") as cp:
-            for row in issue_rows:
-                cp.write_row(row)
+        _copy(
+            cur, ("ops", "issues"), ("id", "object_id", "kind", "status", "opened_at"), issue_rows
+        )
         # the birth_dot_registration trigger writes one ops.birth_registry row per DOT
         cur.executemany(
             "insert into ops.dot_registry (code, handler, status, registered_at) "
             "values (%s, %s, %s, %s)",
-            [(code, handler, status, EPOCH + timedelta(days=day))
-             for code, handler, status, day in DOTS],
+            [
+                (code, handler, status, EPOCH + timedelta(days=day))
+                for code, handler, status, day in DOTS
+            ],
         )
 
         # rows were copied with explicit ids: move the identity sequences past them
-        for schema_name, table in (("core", "actors"), ("core", "objects"),
-                                   ("core", "ownership"), ("ops", "issues")):
+        for schema_name, table in (
+            ("core", "actors"),
+            ("core", "objects"),
+            ("core", "ownership"),
+            ("ops", "issues"),
+        ):
             cur.execute(
-                sql.SQL("select setval(pg_get_serial_sequence(%s, 'id'), "
-                        "(select max(id) from {}))").format(sql.Identifier(schema_name, table)),
+                sql.SQL(
+                    "select setval(pg_get_serial_sequence(%s, 'id'), (select max(id) from {}))"
+                ).format(sql.Identifier(schema_name, table)),
                 (f"{schema_name}.{table}",),
             )
         return _figures(cur, seed)
@@ -284,10 +357,28 @@ def _figures(cur: psycopg.Cursor[Any], seed: int) -> dict[str, Any]:
           (select count(*) from ops.job_leases)
         """
     )
-    keys = ("objects", "gap", "actors", "active_actors", "active_l2_actors", "president_id",
-            "ownership_rows", "active_owners", "retired_ownership_rows", "proposals",
-            "approvals", "law_versions", "laws", "event_types", "active_event_types",
-            "issues", "events", "dots", "births", "job_leases")
+    keys = (
+        "objects",
+        "gap",
+        "actors",
+        "active_actors",
+        "active_l2_actors",
+        "president_id",
+        "ownership_rows",
+        "active_owners",
+        "retired_ownership_rows",
+        "proposals",
+        "approvals",
+        "law_versions",
+        "laws",
+        "event_types",
+        "active_event_types",
+        "issues",
+        "events",
+        "dots",
+        "births",
+        "job_leases",
+    )
     row = cur.fetchone()
     assert row is not None
     figures = dict(zip(keys, row, strict=True))
@@ -309,14 +400,15 @@ def ratify(conn: psycopg.Connection[Any]) -> None:
     status is left as it is; the approvals are the record of the human decision.
     """
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("select payload_sha256 from gov.os_proposals where code = %s",
-                    (BOOT_PROPOSAL,))
+        cur.execute("select payload_sha256 from gov.os_proposals where code = %s", (BOOT_PROPOSAL,))
         row = cur.fetchone()
         if row is None:
             raise ValueError(f"proposal {BOOT_PROPOSAL} does not exist")
         payload_sha256 = row[0]
-        cur.execute("select id, level from core.actors where level = 'L2' and active "
-                    "order by id limit %s", (L2_QUORUM,))
+        cur.execute(
+            "select id, level from core.actors where level = 'L2' and active order by id limit %s",
+            (L2_QUORUM,),
+        )
         l2 = cur.fetchall()
         if len(l2) < L2_QUORUM:
             raise ValueError(f"an L2 quorum needs {L2_QUORUM} active L2 actors, found {len(l2)}")
@@ -327,23 +419,37 @@ def ratify(conn: psycopg.Connection[Any]) -> None:
         cur.executemany(
             "insert into gov.os_proposal_approvals (proposal_code, actor_id, level, signature) "
             "values (%s, %s, %s, %s) on conflict (proposal_code, actor_id) do nothing",
-            [(BOOT_PROPOSAL, actor_id, level,
-              _signature(payload_sha256, BOOT_PROPOSAL, actor_id, level))
-             for actor_id, level in [*l2, *l4]],
+            [
+                (
+                    BOOT_PROPOSAL,
+                    actor_id,
+                    level,
+                    _signature(payload_sha256, BOOT_PROPOSAL, actor_id, level),
+                )
+                for actor_id, level in [*l2, *l4]
+            ],
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Build the One-Roof reference database in an empty PostgreSQL database.")
-    parser.add_argument("--dsn", default=os.environ.get("ONEROOF_PROD_DSN"),
-                        help="target database (default: $ONEROOF_PROD_DSN)")
+        description="Build the One-Roof reference database in an empty PostgreSQL database."
+    )
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("ONEROOF_PROD_DSN"),
+        help="target database (default: $ONEROOF_PROD_DSN)",
+    )
     parser.add_argument("--objects", type=int, default=1000, help="number of objects (>= 1)")
-    parser.add_argument("--gap", type=int, default=210,
-                        help="objects left without an active responsibility owner")
+    parser.add_argument(
+        "--gap", type=int, default=210, help="objects left without an active responsibility owner"
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed")
-    parser.add_argument("--ratify", action="store_true",
-                        help="also record the L2 quorum and L4 signature on " + BOOT_PROPOSAL)
+    parser.add_argument(
+        "--ratify",
+        action="store_true",
+        help="also record the L2 quorum and L4 signature on " + BOOT_PROPOSAL,
+    )
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("--dsn is required (or set ONEROOF_PROD_DSN)")

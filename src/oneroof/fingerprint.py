@@ -510,8 +510,11 @@ def take(
     open_session: Callable[[], Session] | None = None,
     progress: Callable[[int, int], None] | None = None,
     scan_budget_rows: int | None = None,
+    tables: Iterable[str] | None = None,
 ) -> Fingerprint:
     """Fingerprint the session's database from one snapshot.
+
+    `tables` (keys `schema.table`) limits counts and content to those tables.
 
     Uses the open transaction when the session is in one (the caller chose the snapshot),
     else opens a consistent read-only one. `jobs > 1` needs `open_session` to open more
@@ -520,10 +523,12 @@ def take(
     """
     if mode not in MODES:
         raise BadInput(f"unknown fingerprint mode {mode!r}; use one of {', '.join(MODES)}")
+    only = frozenset(tables) if tables is not None else None
+    arguments = (mode, counters or {}, jobs, open_session, progress, scan_budget_rows, only)
     if session.in_transaction:
-        return _take(session, mode, counters or {}, jobs, open_session, progress, scan_budget_rows)
+        return _take(session, *arguments)
     with session.transaction(consistent=True):
-        return _take(session, mode, counters or {}, jobs, open_session, progress, scan_budget_rows)
+        return _take(session, *arguments)
 
 
 def _take(
@@ -534,6 +539,7 @@ def _take(
     open_session: Callable[[], Session] | None,
     progress: Callable[[int, int], None] | None,
     scan_budget_rows: int | None,
+    only: frozenset[str] | None,
 ) -> Fingerprint:
     taken_at = datetime.now(UTC).isoformat(timespec="seconds")
     for setting in FORMAT_SETTINGS:
@@ -542,7 +548,7 @@ def _take(
     sections: dict[str, Any] = {"schema": _read_schema(session)}
     notes: list[str] = []
     if mode != "catalog":
-        tables = _read_tables(session)
+        tables = [t for t in _read_tables(session) if only is None or t.key in only]
         estimated = sum(t.estimated_rows for t in tables)
         if mode == "full" and scan_budget_rows is not None and estimated > scan_budget_rows:
             notes.append(

@@ -1,10 +1,11 @@
 -- scenario: issue_event_simulation
 -- C issue/event simulation (rollback-only). Three fail-closed layers: an inactive type
--- emits nothing; the outbox refuses an inactive or unregistered type; an event cannot be
--- marked delivered while the dispatcher is disabled. Activation (registry flip plus the
--- emit trigger, which a clone has disabled) makes emission work. No dispatcher exists
--- inside the database. Issues are identified by max(id): the file runs in one
--- transaction on an isolated clone.
+-- emits nothing even with the emit trigger switched on; the outbox refuses an inactive or
+-- unregistered type; an event cannot be marked delivered while the dispatcher is
+-- disabled. Activation (the registry flip) makes emission work. No dispatcher exists
+-- inside the database. The emit trigger, disabled on a clone, is re-enabled inside this
+-- transaction only. Issues are identified by max(id): the file runs in one transaction on
+-- an isolated clone.
 
 -- assert: every event type is inactive before the simulation
 -- expect: value=0
@@ -12,7 +13,8 @@ select count(*)
 from ops.event_type_registry
 where active;
 
--- step: open an issue while issue.opened is inactive
+-- step: switch the emit trigger on (a clone has it disabled) and open an issue while issue.opened is inactive
+alter table ops.issues enable trigger emit_issue_event;
 insert into ops.issues (object_id, kind, status)
 select min(o.id), 'data_quality', 'open'
 from core.objects o;
@@ -33,11 +35,10 @@ values ('issue.opened', '{"source": "scenario C"}');
 insert into ops.events (event_type, payload)
 values ('no.such.type', '{"source": "scenario C"}');
 
--- step: activate issue.opened (registry flip and emit trigger on) and open another issue
+-- step: activate issue.opened (the governed registry flip) and open another issue
 update ops.event_type_registry
 set active = true
 where code = 'issue.opened';
-alter table ops.issues enable trigger emit_issue_event;
 insert into ops.issues (object_id, kind, status)
 select max(o.id), 'incident', 'open'
 from core.objects o;
