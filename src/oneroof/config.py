@@ -141,6 +141,9 @@ class Objective(_Section):
     rollout: str | None = None
     qualifier: str | None = None
     also_on_production: bool = False
+    headline: str | None = Field(
+        None, description="Extra headline; {counter} placeholders are filled from measurements"
+    )
 
 
 class Target(_Section):

@@ -591,6 +591,15 @@ def open_clone(
         raise
 
 
+def open_admin(dsn: str) -> psycopg.Connection[Any]:
+    """A plain autocommit connection to a server oneroof itself started (demo, benchmarks).
+
+    It plays the application and the humans of the demo world — generating data, signing
+    approvals. It is never used for a configured production or clone role.
+    """
+    return _connect(dsn, "embedded", "the embedded server")
+
+
 def quote_ident(name: str) -> pgsql.Identifier:
     """An identifier for psycopg's sql composition (never f-strings)."""
     return pgsql.Identifier(name)
