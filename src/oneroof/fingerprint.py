@@ -493,6 +493,15 @@ def wal_position(session: Session) -> str | None:
     return str(value) if value is not None else None
 
 
+def wal_unchanged(session: Session, entry_wal: str | None) -> bool:
+    """The constant-time exit proof: True when the WAL insert position is still `entry_wal`.
+
+    Equal positions mean the server wrote nothing at all in between — to any database.
+    Unequal positions prove nothing either way; the full fingerprint then decides.
+    """
+    return entry_wal is not None and wal_position(session) == entry_wal
+
+
 class _nullcontext:
     def __enter__(self) -> None:
         return None

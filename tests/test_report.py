@@ -1,0 +1,68 @@
+"""The report renderers: the same data in md, json and html, escaped, round-tripping."""
+
+from __future__ import annotations
+
+import json
+
+from oneroof import report
+
+
+def sample(final: str = report.PASS) -> report.Report:
+    return report.Report(
+        title="demo — Final GO/NO-GO",
+        generated_at="2026-11-24T00:00:00+00:00",
+        final_status=final,
+        headline="7 objectives advanced",
+        verdicts=[
+            report.Verdict("Production safety", report.PASS, "entry==exit fingerprint 69c674c3…"),
+            report.Verdict("B axis/topic", report.PASS, "7/7", qualifier="prototype"),
+            report.Verdict("C <events>", report.FAIL, "8/9", reasons=["emit: failed | x"]),
+        ],
+        matrix=[
+            report.MatrixRow("Production ownership seed", report.NO_GO, "ospa >= 1", {"ospa": 0}),
+            report.MatrixRow("Clone suite", report.GO, "clone_verified", {"clone_verified": True}),
+        ],
+        blockers=["Production ownership seed: L2/L4 human ratification"],
+        next_macros=["On gate open (ospa >= 1) — run F_prod_00 → 01 → 02"],
+        compliance=report.Compliance(12, 1, 1, 0, 0, 0, True, True),
+        facts={"entry fingerprint": "69c674c3"},
+        notes=["A result on the clone is evidence, not authorisation."],
+    )
+
+
+def test_markdown_has_the_seed_structure() -> None:
+    text = report.to_markdown(sample())
+    for heading in (
+        "Final status: **PASS**",
+        "## Per-objective verdicts",
+        "## GO / NO-GO matrix",
+        "## Remaining blockers",
+        "## Next macros",
+        "## Forbidden-action compliance: 100%",
+    ):
+        assert heading in text
+    assert "| B axis/topic | PASS (prototype) | 7/7 |" in text
+    assert "| Production ownership seed | NO-GO | `ospa >= 1` | ospa=0 |" in text
+    assert "emit: failed \\| x" in text  # pipes escaped inside a table cell
+
+
+def test_html_is_escaped_and_printable() -> None:
+    page = report.to_html(sample(report.FAIL))
+    assert "C &lt;events&gt;" in page
+    assert "<events>" not in page
+    assert "@media print" in page
+    assert 'class="status FAIL"' in page
+
+
+def test_json_round_trips() -> None:
+    original = sample()
+    data = json.loads(report.to_json(original))
+    assert data["compliance"]["percent"] == 100
+    assert data["verdicts"][1]["label"] == "PASS (prototype)"
+    again = report.Report.from_dict(data)
+    assert report.to_markdown(again) == report.to_markdown(original)
+
+
+def test_compliance_is_not_100_when_a_forbidden_statement_ran() -> None:
+    compliance = report.Compliance(10, 2, 1, 1, 1, 0, False, True)
+    assert compliance.percent < 100
