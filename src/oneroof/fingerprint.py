@@ -420,10 +420,23 @@ def _read_tables(session: Session) -> list[_Table]:
     return tables
 
 
+# Cheaper byte-exact forms than text for a few common types: numeric equality ignores only
+# the display scale; the binary send form of floats and intervals keeps every bit.
+_EXACT_FORMS = {
+    "numeric": "{c}, scale({c})",
+    "double precision": "float8send({c})",
+    "real": "float4send({c})",
+    "interval": "interval_send({c})",
+}
+
+
 def _column_expression(name: str, type_name: str, nondeterministic: bool) -> pgsql.Composable:
     column = pgsql.Identifier(name)
     if type_name in EXACT_HASH_TYPES and not nondeterministic:
         return column
+    base = type_name.split("(")[0]
+    if base in _EXACT_FORMS:
+        return pgsql.SQL(_EXACT_FORMS[base].replace("{c}", "{0}")).format(column)
     # The text form is byte-exact where equality hashing is not; "C" makes it bytewise.
     return pgsql.SQL('({}::text COLLATE "C")').format(column)
 
