@@ -8,6 +8,8 @@ template. With ONEROOF_TEST_DSN set, that one server plays both roles instead.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ class Server:
 
     base_dsn: str
     label: str
+    log_path: Path | None = None  # the server's log file, when the tests started the server
 
     def dsn(self, database: str = "postgres") -> str:
         return psycopg.conninfo.make_conninfo(self.base_dsn, dbname=database)
@@ -58,14 +61,20 @@ def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
         server = Server(external, "external")
         yield server, server
         return
-    root = Path(tmp_path_factory.mktemp("pg"))
+    # Outside pytest's basetemp: a later pytest run re-creates that tree with mode 0700,
+    # which would lock the servers' unprivileged user out of their own data directories.
+    root = Path(tempfile.mkdtemp(prefix="oneroof-test-pg-"))
     production = EmbeddedServer(root / "prod").start()
     nonprod = EmbeddedServer(root / "nonprod").start()
     try:
-        yield Server(production.dsn(), "prod"), Server(nonprod.dsn(), "nonprod")
+        yield (
+            Server(production.dsn(), "prod", production.log),
+            Server(nonprod.dsn(), "nonprod", nonprod.log),
+        )
     finally:
         production.remove()
         nonprod.remove()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +85,16 @@ def prod_server(pg_servers: tuple[Server, Server]) -> Server:
 @pytest.fixture(scope="session")
 def nonprod_server(pg_servers: tuple[Server, Server]) -> Server:
     return pg_servers[1]
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A directory for embedded servers a test starts itself (outside pytest's basetemp)."""
+    root = Path(tempfile.mkdtemp(prefix="oneroof-test-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

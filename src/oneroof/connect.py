@@ -90,6 +90,13 @@ IDENTITY_QUERY_FALLBACK = (
     " current_setting('server_version_num')::int"
 )
 READ_ONLY_PROOF = "SHOW default_transaction_read_only"
+# The row counters of the open transaction so far (rollout deltas). It reads the backend's
+# own pending statistics; the guard refuses its functions only because they are volatile.
+XACT_TABLE_STATS = (
+    "select schemaname::text, relname::text, n_tup_ins, n_tup_upd, n_tup_del"
+    " from pg_catalog.pg_stat_xact_user_tables"
+    " where n_tup_ins + n_tup_upd + n_tup_del > 0"
+)
 # `oneroof doctor` sends this harmless write on purpose: PostgreSQL itself must refuse it.
 READ_ONLY_PROBE = "CREATE TEMPORARY TABLE oneroof_read_only_probe (x int)"
 _INTERNAL_EXACT = frozenset(
@@ -99,6 +106,7 @@ _INTERNAL_EXACT = frozenset(
         IDENTITY_QUERY_FALLBACK,
         READ_ONLY_PROOF,
         READ_ONLY_PROBE,
+        XACT_TABLE_STATS,
         COMMIT,
         ROLLBACK,
         guard.CATALOG_QUERY_FUNCTIONS,

@@ -73,10 +73,22 @@ class EmbeddedServer:
         self.directory = Path(directory).resolve()
         self.data = self.directory / "data"
         self.log = self.directory / "server.log"
-        self.port = port or _free_port()
         self.settings = {**_FAST_SETTINGS, **(settings or {})}
-        self.socket_dir = self._socket_dir()
         self._user = _SYSTEM_USER if _as_root() else None
+        running = self._running_address()
+        if running is not None:
+            # A server already runs in this directory: talk to it where it listens.
+            self.port, self.socket_dir = running
+        else:
+            self.port = port or _free_port()
+            self.socket_dir = self._socket_dir()
+
+    def _running_address(self) -> tuple[int, Path] | None:
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            return int(lines[3]), Path(lines[4])
+        except (OSError, IndexError, ValueError):
+            return None
 
     def _socket_dir(self) -> Path:
         candidate = self.directory / "s"
