@@ -1,0 +1,134 @@
+"""`oneroof clone`: create, verify, reset, drop and list the isolated non-production copy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from oneroof import clone as clones
+from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
+from oneroof.errors import EXIT_FAILED, EXIT_OK
+
+clone_app = typer.Typer(
+    help="The isolated non-production copy of production: create, verify, reset, drop, list."
+)
+app.add_typer(clone_app, name="clone")
+
+NameOption = Annotated[
+    str | None,
+    typer.Option("--name", help="Clone name (default: [clone] name, else <production>_clone)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document")]
+
+
+def _say(message: str) -> None:
+    err.print(f"[dim]…[/dim] {message}", markup=True, highlight=False)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _show_info(info: clones.CloneInfo, as_json: bool) -> None:
+    if as_json:
+        print_json(info.to_dict())
+        return
+    isolation: dict[str, Any] = info.marker.get("isolation") or {}
+    out.print(
+        f"[green]✓[/green] clone [bold]{info.name}[/bold] {info.action}d in "
+        f"{info.seconds:.1f}s ({info.method}); golden copy {info.golden}"
+    )
+    out.print(f"  source fingerprint  {info.source_fingerprint[:8]}")
+    out.print(f"  revoked CONNECT     {', '.join(isolation.get('revoked_connect', [])) or '—'}")
+    out.print(f"  disabled triggers   {', '.join(isolation.get('disabled_triggers', [])) or '—'}")
+    for note in info.recovered:
+        out.print(f"  [yellow]recovered[/yellow] {note}")
+
+
+@clone_app.command("create")
+def create(name: NameOption = None, as_json: JsonOption = False) -> int:
+    """Copy production into a new isolated clone (from one snapshot) and keep a golden copy."""
+    cfg = load_config()
+    info = clones.create(cfg, open_evidence(cfg), name, step=_say)
+    _show_info(info, as_json)
+    return EXIT_OK
+
+
+@clone_app.command("reset")
+def reset(name: NameOption = None, as_json: JsonOption = False) -> int:
+    """Rebuild the clone from its golden copy and re-isolate it (production is not touched)."""
+    cfg = load_config()
+    info = clones.reset(cfg, open_evidence(cfg), name, step=_say)
+    _show_info(info, as_json)
+    return EXIT_OK
+
+
+@clone_app.command("verify")
+def verify(name: NameOption = None, as_json: JsonOption = False) -> int:
+    """Prove the clone isolated and its committed state the one copied; exit 1 naming why not."""
+    cfg = load_config()
+    result = clones.verify(cfg, open_evidence(cfg), name)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        for point in result.points:
+            mark = "[green]✓[/green]" if point.ok else "[red]✗[/red]"
+            out.print(f"{mark} {point.name:<18} ", end="")
+            out.print(point.detail, markup=False)
+        if result.ok:
+            out.print(f"[green]clone {result.name} verified[/green]")
+        else:
+            out.print(f"[red]clone {result.name} does NOT verify[/red]")
+    if not result.ok:
+        err.print("oneroof: verify failed: " + "; ".join(result.reasons), markup=False)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+@clone_app.command("drop")
+def drop(name: NameOption = None, as_json: JsonOption = False) -> int:
+    """Drop the clone and its golden copy (only databases that are marked clones of ours)."""
+    cfg = load_config()
+    result = clones.drop(cfg, open_evidence(cfg), name, step=_say)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        out.print(f"dropped {', '.join(result.dropped)}")
+    return EXIT_OK
+
+
+@clone_app.command("list")
+def list_command(as_json: JsonOption = False) -> int:
+    """List the marked clones and golden copies on the non-production server."""
+    cfg = load_config()
+    entries = clones.list_clones(cfg)
+    if as_json:
+        print_json([entry.to_dict() for entry in entries])
+        return EXIT_OK
+    table = Table(show_header=True)
+    for column in ("name", "role", "state", "size", "source", "fingerprint", "created", "golden"):
+        table.add_column(column)
+    for entry in entries:
+        source = entry.marker.get("source") or {}
+        table.add_row(
+            entry.name,
+            entry.role,
+            entry.state,
+            _size(entry.size_bytes),
+            f"{source.get('database', '?')}@{source.get('host', '?')}:{source.get('port', '?')}",
+            str(entry.marker.get("source_fingerprint") or "")[:8] or "—",
+            str(entry.marker.get("reset_at") or entry.marker.get("created_at") or "—"),
+            entry.golden or "—",
+        )
+    out.print(table)
+    if not entries:
+        err.print("no marked clone on the non-production server")
+    return EXIT_OK
