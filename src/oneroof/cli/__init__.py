@@ -15,7 +15,7 @@ import click
 import psycopg
 import typer
 
-from oneroof.cli import check, core, fingerprint  # noqa: F401  (registers commands)
+from oneroof.cli import campaign, check, clone, core, fingerprint, rollout, serve  # noqa: F401  (registers commands)
 from oneroof.cli._app import app, err
 from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code
 

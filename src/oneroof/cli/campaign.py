@@ -1,0 +1,78 @@
+"""`oneroof run`, `oneroof report` and `oneroof demo`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oneroof import campaign, demo, report
+from oneroof.cli._app import app, err, load_config, open_evidence, out
+from oneroof.errors import EXIT_FAILED, EXIT_OK
+
+
+def _step(message: str) -> None:
+    err.print(f"[dim]›[/dim] {message}")
+
+
+@app.command("run")
+def run_command() -> int:
+    """Run the campaign: fingerprints, clone, suites, rehearsals, gates → report (exit 1: FAIL)."""
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    result = campaign.run(cfg, evidence, step=_step)
+    out.print(report.summary(result.report), markup=False)
+    err.print(f"report: {result.files['md']} (also .json, .html)")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+@app.command("report")
+def report_command(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md | json | html")] = "md",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
+) -> int:
+    """Print the report of the newest campaign (md, json or html)."""
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    latest = campaign.latest_report(evidence)
+    text = report.render(latest, fmt)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"written {output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK if latest.final_status == report.PASS else EXIT_FAILED
+
+
+@app.command("demo")
+def demo_command(
+    objects: Annotated[int, typer.Option("--objects", help="Objects in production")] = 1000,
+    gap: Annotated[int, typer.Option("--gap", help="Objects without an active owner")] = 210,
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed")] = 1,
+    ratify: Annotated[
+        bool, typer.Option("--ratify", help="Play the humans, let the gate open, re-run")
+    ] = False,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Directory for servers, workspace, reports")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the servers running")] = False,
+) -> int:
+    """The whole campaign on two embedded servers and the One-Roof reference workload."""
+    result = demo.run(
+        directory=directory,
+        objects=objects,
+        gap=gap,
+        seed=seed,
+        ratify=ratify,
+        keep=keep,
+        step=_step,
+    )
+    for index, campaign_result in enumerate(result.reports, start=1):
+        title = "after ratification and rollout" if index > 1 else "campaign"
+        out.print(f"\n== {title} ==", markup=False)
+        out.print(report.summary(campaign_result.report), markup=False)
+        out.print(f"report: {campaign_result.files['html']}", markup=False)
+    out.print(f"\ndemo finished in {result.seconds:.1f} s; workspace: {result.workspace}")
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -1,0 +1,149 @@
+"""`oneroof demo`: the whole campaign on two embedded servers and the One-Roof workload.
+
+One embedded server plays production, the other the non-production server. The demo
+generates production with the reference generator, runs the campaign and, with `ratify`,
+plays the humans (L2 quorum + L4 President signature), lets `rollout watch` apply the
+auto-executable set unattended, re-clones, and runs the campaign again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from oneroof import campaign, clone, config, connect, rollout
+from oneroof.embedded import EmbeddedServer
+from oneroof.errors import BadInput
+from oneroof.evidence import Evidence
+
+PRODUCTION_DATABASE = "one_roof"
+_DEMO_MARK = ".oneroof-demo"
+
+
+def example_workspace() -> Path:
+    """The reference workspace `examples/one-roof/` (source tree or installed package)."""
+    here = Path(__file__).resolve()
+    for candidate in (
+        here.parents[2] / "examples" / "one-roof",
+        here.parent / "_examples" / "one-roof",
+    ):
+        if (candidate / "oneroof.toml").exists():
+            return candidate
+    raise BadInput("the reference workspace examples/one-roof was not found")
+
+
+def load_generator(workspace: Path) -> ModuleType:
+    """The workspace's `generate.py` as a module (its folder name has a hyphen)."""
+    path = workspace / "generate.py"
+    spec = importlib.util.spec_from_file_location("oneroof_one_roof_generate", path)
+    if spec is None or spec.loader is None:
+        raise BadInput("cannot load the generator", file=path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class DemoResult:
+    """The campaigns the demo ran and where everything is."""
+
+    directory: Path
+    workspace: Path
+    reports: list[campaign.CampaignResult] = field(default_factory=list)
+    generated: dict[str, Any] = field(default_factory=dict)
+    applied: Any = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.reports) and (self.applied is None or self.applied.ok)
+
+
+def servers(directory: Path) -> tuple[EmbeddedServer, EmbeddedServer]:
+    """The demo's (production, non-production) servers in `directory`."""
+    return (
+        EmbeddedServer(directory / "servers" / "production"),
+        EmbeddedServer(directory / "servers" / "nonprod"),
+    )
+
+
+def stop(directory: Path) -> None:
+    """Stop and remove the servers of a demo run with `keep`."""
+    for server in servers(directory):
+        server.remove()
+
+
+def _prepare(directory: Path) -> None:
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / _DEMO_MARK).exists():
+            raise BadInput(
+                "not empty and not a previous demo directory; choose another --dir",
+                file=directory,
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / _DEMO_MARK).write_text("made by oneroof demo; safe to delete\n")
+
+
+def run(
+    *,
+    directory: Path | None = None,
+    objects: int = 1000,
+    gap: int = 210,
+    seed: int = 1,
+    ratify: bool = False,
+    keep: bool = False,
+    step: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the demo end to end; servers are removed at the end unless `keep`."""
+    say = step or (lambda _message: None)
+    if objects < 1 or not 0 <= gap <= objects:
+        raise BadInput(f"need objects ≥ 1 and 0 ≤ gap ≤ objects (got {objects}, {gap})")
+    started = time.monotonic()
+    directory = (directory or Path(tempfile.mkdtemp(prefix="oneroof-demo-"))).resolve()
+    _prepare(directory)
+    workspace = directory / "workspace"
+    shutil.copytree(example_workspace(), workspace, ignore=shutil.ignore_patterns(".oneroof"))
+    say("starting two embedded PostgreSQL servers (production, non-production)")
+    production, nonprod = servers(directory)
+    production.start()
+    result = DemoResult(directory, workspace)
+    try:
+        nonprod.start()
+        generator = load_generator(workspace)
+        with connect.open_admin(production.dsn()) as admin:
+            admin.execute(f'create database "{PRODUCTION_DATABASE}"')
+        os.environ["ONEROOF_PROD_DSN"] = production.dsn(PRODUCTION_DATABASE)
+        os.environ["ONEROOF_NONPROD_DSN"] = nonprod.dsn()
+        say(f"generating production: {objects} objects, gap {gap}, seed {seed}")
+        with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as world:
+            result.generated = dict(generator.build(world, objects=objects, gap=gap, seed=seed))
+        cfg = config.load(workspace)
+        evidence = Evidence(cfg.evidence_path)
+        result.reports.append(campaign.run(cfg, evidence, step=say))
+        if ratify:
+            say("the humans ratify APR-BOOT-AUTHMODEL-1 (L2 quorum + L4 President signature)")
+            with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as world:
+                generator.ratify(world)
+            plans = [o.rollout for o in cfg.objectives if o.rollout]
+            for plan_dir in plans:
+                plan = rollout.load_plan(workspace / str(plan_dir), cfg)
+                say(f"rollout watch {plan_dir}: gates open → auto-executable set, then verify")
+                result.applied = rollout.watch(cfg, evidence, plan, interval=0.5, timeout=60)
+            say("re-clone from the changed production")
+            clone.drop(cfg, evidence)
+            result.reports.append(campaign.run(cfg, evidence, step=say))
+    finally:
+        if not keep:
+            production.remove()
+            nonprod.remove()
+        result.seconds = time.monotonic() - started
+    return result
