@@ -129,8 +129,6 @@ def test_scenario_with_steps_asserts_and_expected_errors() -> None:
 
 def test_reference_workspace_suites_parse() -> None:
     root = Path(__file__).parent.parent / "examples" / "one-roof"
-    if not (root / "checks").is_dir():
-        pytest.skip("reference workspace not present")
     files = suite.load([root / "checks", root / "scenarios"])
     kinds = [f.kind for f in files]
     assert suite.CHECKS in kinds and suite.SCENARIO in kinds

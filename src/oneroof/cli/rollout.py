@@ -115,7 +115,7 @@ def _clone_verified(cfg: Config, evidence: Evidence) -> bool:
 
 @app.command("gates")
 def gates_command(as_json: JsonOption = False) -> int:
-    """Evaluate the gates of every [[target]] on production now (exit 1 if any is closed)."""
+    """Evaluate the gate of every GO/NO-GO target on production now (exit 1 if any is closed)."""
     cfg = load_config()
     evidence = open_evidence(cfg)
     parsed = [
