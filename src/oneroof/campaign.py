@@ -193,7 +193,7 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
         headline = f"FAILED: {', '.join(failed)}. See the reasons in the verdict table."
     closed = [row for row in matrix if row.status == NO_GO]
     report = Report(
-        title=f"{cfg.workspace.resolve().name} — Final GO/NO-GO",
+        title=cfg.report.title or f"{cfg.workspace.resolve().name} — Final GO/NO-GO",
         generated_at=_now(),
         final_status=final,
         headline=headline,

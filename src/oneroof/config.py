@@ -134,6 +134,10 @@ class IsolationSettings(_Section):
     leases_counter: str | None = Field(None, description="Counter that must be 0 on the clone")
 
 
+class ReportSettings(_Section):
+    title: str | None = Field(None, description="Report title (default: workspace directory)")
+
+
 class Objective(_Section):
     id: str
     title: str
@@ -159,6 +163,7 @@ class _Document(_Section):
     clone: CloneSettings = Field(default_factory=CloneSettings)  # type: ignore[arg-type]
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)  # type: ignore[arg-type]
+    report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
     counters: dict[str, str] = Field(default_factory=dict)
     objective: list[Objective] = Field(default_factory=list)
     target: list[Target] = Field(default_factory=list)
@@ -182,6 +187,7 @@ class Config:
     clone: CloneSettings
     guard: GuardSettings
     isolation: IsolationSettings
+    report: ReportSettings
     counters: dict[str, str]
     objectives: tuple[Objective, ...]
     targets: tuple[Target, ...]
@@ -277,6 +283,7 @@ def parse(text: str, file: Path) -> Config:
         clone=doc.clone,
         guard=doc.guard,
         isolation=doc.isolation,
+        report=doc.report,
         counters=dict(doc.counters),
         objectives=tuple(doc.objective),
         targets=tuple(doc.target),
