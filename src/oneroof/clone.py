@@ -242,18 +242,7 @@ def _ident(*names: str) -> sql.Identifier:
     return sql.Identifier(*names)
 
 
-def parse_marker(comment: str | None) -> dict[str, Any] | None:
-    """The clone marker inside a database comment, or None when the comment holds none."""
-    if not comment:
-        return None
-    try:
-        value = json.loads(comment)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(value, dict) or not isinstance(value.get(MARKER_KEY), dict):
-        return None
-    marker: dict[str, Any] = value[MARKER_KEY]
-    return marker
+parse_marker = connect.parse_marker
 
 
 @dataclass(frozen=True)

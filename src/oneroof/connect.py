@@ -549,10 +549,15 @@ def read_marker(session: Session) -> dict[str, Any] | None:
         "select pg_catalog.shobj_description(d.oid, 'pg_database')"
         " from pg_catalog.pg_database d where d.datname = current_database()"
     ).fetchall()
-    if not rows or rows[0][0] is None:
+    return parse_marker(rows[0][0]) if rows else None
+
+
+def parse_marker(comment: str | None) -> dict[str, Any] | None:
+    """The clone marker inside a database comment, or None when the comment holds none."""
+    if not comment:
         return None
     try:
-        value = json.loads(rows[0][0])
+        value = json.loads(comment)
     except json.JSONDecodeError:
         return None
     if not isinstance(value, dict) or not isinstance(value.get(MARKER_KEY), dict):

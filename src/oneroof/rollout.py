@@ -60,12 +60,13 @@ import pglast
 import psycopg
 from psycopg import sql as pgsql
 
-from oneroof import connect, fingerprint, gates, guard
+from oneroof import connect, fingerprint, gates, guard, sqltext
 from oneroof.config import Config
 from oneroof.connect import Session
 from oneroof.errors import BadInput, ForbiddenAction
 from oneroof.evidence import Evidence, Record
 from oneroof.gates import Gate, GateResult
+from oneroof.sqltext import Statement
 
 HEADER_KEYS = ("artifact", "gate", "expect-delta", "stop", "auto", "requires")
 KINDS = ("inserted", "updated", "deleted")
@@ -98,14 +99,6 @@ def _quiet(_message: str) -> None:
 
 
 # -- artifacts and plans ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One statement of an artifact's body and the line it starts on."""
-
-    sql: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -475,23 +468,13 @@ def _parse_delta(
     return ExpectedDelta(table, kind, amount, line)
 
 
-def _split(text: str, file: Path) -> list[Statement]:
+def _split(text: str, file: Path, first_line: int = 1) -> list[Statement]:
     try:
-        slices = list(pglast.split(text, with_parser=True, only_slices=True))
-    except Exception as exc:  # pglast raises ParseError (and a few others) on bad SQL
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        found = re.search(r"at index (\d+)", message)
-        line = text.count("\n", 0, int(found.group(1))) + 1 if found else None
-        message = re.sub(r",? at index \d+", "", message)
+        return sqltext.split(text, first_line)
+    except sqltext.SqlSyntaxError as exc:
         raise BadInput(
-            f"the PostgreSQL parser cannot read it: {message}", file=file, line=line
+            f"the PostgreSQL parser cannot read it: {exc.message}", file=file, line=exc.line
         ) from None
-    result = []
-    for part in slices:
-        statement = text[part].strip()
-        if statement:
-            result.append(Statement(statement, text.count("\n", 0, part.start) + 1))
-    return result
 
 
 # -- lint --------------------------------------------------------------------------------------

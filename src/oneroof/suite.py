@@ -46,11 +46,12 @@ import psycopg.errors
 from pglast import ast, enums
 from psycopg import sql as pgsql
 
-from oneroof import connect, fingerprint, guard
+from oneroof import connect, fingerprint, guard, sqltext
 from oneroof.config import Config
 from oneroof.connect import CLONE, PRODUCTION, Session
 from oneroof.errors import BadInput, ForbiddenAction
 from oneroof.evidence import Evidence
+from oneroof.sqltext import Statement
 
 TARGETS = (CLONE, PRODUCTION)
 CHECKS = "checks"
@@ -118,14 +119,6 @@ class Expectation:
         if self.sqlstate is None:
             return sqlstate != TIMEOUT_SQLSTATE
         return sqlstate == self.sqlstate
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement of a file and the line it starts on."""
-
-    sql: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -464,21 +457,9 @@ class _Parser:
 
     def _split(self, body: str, first_line: int) -> list[Statement]:
         try:
-            slices = pglast.split(body, with_parser=True, only_slices=True)
-        except pglast.parser.ParseError as exc:
-            message = str(exc.args[0]) if exc.args else str(exc)
-            index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-            line = first_line + body[:index].count("\n") if index is not None else first_line
-            if index is None:
-                line = first_line + len(body.rstrip().split("\n")) - 1
-            raise self.fail(f"SQL does not parse: {message}", line) from None
-        except Exception as exc:  # the parser's other refusals (recursion depth, encoding)
-            raise self.fail(f"SQL does not parse: {exc}", first_line) from None
-        statements = []
-        for part in slices:
-            start = part.start or 0
-            statements.append(Statement(body[part], first_line + body[:start].count("\n")))
-        return statements
+            return sqltext.split(body, first_line)
+        except sqltext.SqlSyntaxError as exc:
+            raise self.fail(f"SQL does not parse: {exc.message}", exc.line) from None
 
 
 _SAVEPOINT_KINDS = frozenset(
