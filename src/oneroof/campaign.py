@@ -455,7 +455,7 @@ def _lifecycle_verdict(
     headline = (
         f"RETAIN as regression harness ({'created' if created else 'reused'} this run); "
         f"reset from golden copy {golden or '—'} without touching production; "
-        "drop/reset/re-clone: `oneroof clone drop|reset|create`"
+        "drop/reset/re-clone: oneroof clone drop | reset | create"
     )
     return Verdict("G clone lifecycle", PASS if not reasons else FAIL, headline, reasons=reasons)
 

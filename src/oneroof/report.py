@@ -208,7 +208,9 @@ def to_html(report: Report) -> str:
     """A standalone HTML page that reads well in a browser and prints cleanly."""
     source = resources.files("oneroof").joinpath("templates/report.html.j2").read_text("utf-8")
     template = _ENV.from_string(source)
-    return template.render(r=report, values=_values, compliance=compliance_lines(report.compliance))
+    return template.render(
+        r=report, values=_values, plain=_value, compliance=compliance_lines(report.compliance)
+    )
 
 
 RENDERERS = {"md": to_markdown, "json": to_json, "html": to_html}
