@@ -259,3 +259,27 @@ def test_fingerprint_runs_on_production_only_through_the_guard(make_workspace, d
     outcomes = {r.outcome for r in evidence.records("audit")}
     assert "refused" not in outcomes
     assert evidence.verify() == []
+
+
+TRICKY = [
+    # the same column sums, different rows: a per-column sum would call these equal
+    ("(1, 2), (2, 1)", "(1, 1), (2, 2)"),
+    ("(1, null)", "(null, 1)"),
+    ("(0, 0)", "(null, null)"),
+    ("(1, 2), (1, 2)", "(1, 2)"),  # a duplicate row counts
+    ("(1, 2), (1, 2), (3, 4)", "(1, 2), (3, 4), (3, 4)"),
+]
+
+
+@pytest.mark.parametrize(("left", "right"), TRICKY)
+def test_content_hash_tells_apart_rows_that_share_column_sums(
+    make_workspace, prod_server, prod_db, left: str, right: str
+) -> None:
+    with prod_server.admin(prod_db) as conn:
+        for name, rows in (("l", left), ("r", right)):
+            conn.execute(f"create table {name}(a int, b bigint, t text, n numeric)")
+            conn.execute(f"insert into {name}(a, b) values {rows}")
+    workspace = make_workspace(prod_db)
+    with connect.open_production(workspace.config(), workspace.evidence()) as session:
+        fp = fingerprint.take(session)
+    assert fp.sections["content"]["public.l"] != fp.sections["content"]["public.r"]
