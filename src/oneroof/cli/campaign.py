@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +16,22 @@ from oneroof.errors import EXIT_FAILED, EXIT_OK
 
 
 def _step(message: str) -> None:
-    err.print(f"[dim]›[/dim] {message}")
+    err.print(f"[dim]›[/dim] {message}", markup=True, highlight=False)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    """A live status line on a terminal (each step also logged); plain lines otherwise."""
+    if not sys.stderr.isatty():
+        yield _step
+        return
+    with err.status("starting", spinner="dots") as status:
+
+        def step(message: str) -> None:
+            status.update(message)
+            _step(message)
+
+        yield step
 
 
 @app.command("run")
@@ -22,7 +39,8 @@ def run_command() -> int:
     """Run the campaign: fingerprints, clone, suites, rehearsals, gates → report (exit 1: FAIL)."""
     cfg = load_config()
     evidence = open_evidence(cfg)
-    result = campaign.run(cfg, evidence, step=_step)
+    with _progress() as step:
+        result = campaign.run(cfg, evidence, step=step)
     out.print(report.summary(result.report), markup=False)
     err.print(f"report: {result.files['md']} (also .json, .html)")
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -60,15 +78,16 @@ def demo_command(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the servers running")] = False,
 ) -> int:
     """The whole campaign on two embedded servers and the One-Roof reference workload."""
-    result = demo.run(
-        directory=directory,
-        objects=objects,
-        gap=gap,
-        seed=seed,
-        ratify=ratify,
-        keep=keep,
-        step=_step,
-    )
+    with _progress() as step:
+        result = demo.run(
+            directory=directory,
+            objects=objects,
+            gap=gap,
+            seed=seed,
+            ratify=ratify,
+            keep=keep,
+            step=step,
+        )
     for index, campaign_result in enumerate(result.reports, start=1):
         title = "after ratification and rollout" if index > 1 else "campaign"
         out.print(f"\n== {title} ==", markup=False)
