@@ -79,6 +79,10 @@ def test_a_broken_clone_turns_the_verdicts_to_fail(server_dir) -> None:
                 "insert into ops.job_leases(job, holder, expires_at)"
                 " values ('scanner', 'worker-7', now() + interval '1 hour')"
             )
+        # production moves on after the clone was taken: the report must say so
+        production, _ = demo.servers(directory)
+        with psycopg.connect(production.dsn("one_roof"), autocommit=True) as conn:
+            conn.execute("update core.objects set name = name || ' (renamed)' where id = 1")
         # a failing check, too
         check = result.workspace / "checks" / "A_regression" / "99_broken.sql"
         check.write_text("-- check: always_fails\n-- expect: value=2\nselect 1;\n")
@@ -92,5 +96,7 @@ def test_a_broken_clone_turns_the_verdicts_to_fail(server_dir) -> None:
         assert regression.status == report.FAIL
         assert any("always_fails" in reason for reason in regression.reasons)
         assert "always_fails" in report.to_markdown(again)
+        stale = [n for n in again.notes if n.startswith("The clone was copied from")]
+        assert stale and "core.objects" in stale[0], again.notes
     finally:
         demo.stop(directory)

@@ -17,7 +17,7 @@ from typing import Any
 
 from oneroof import clone, connect, fingerprint, gates, rollout, suite
 from oneroof.config import Config, Objective, Target
-from oneroof.errors import BadInput
+from oneroof.errors import BadInput, OneroofError
 from oneroof.evidence import Evidence
 from oneroof.report import FAIL, GO, NO_GO, PASS, Compliance, MatrixRow, Report, Verdict, write_all
 
@@ -164,6 +164,10 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
         )
     fingerprint.save(evidence, exit_fp, label="exit")
 
+    freshness = _clone_freshness(cfg, evidence, name, entry)
+    if freshness:
+        notes.append(freshness)
+
     compliance = _compliance(evidence, first_seq, entry, exit_fp, results, rehearsals)
     verdicts.append(_safety_verdict(entry, exit_fp, compliance, matrix))
     verdicts.append(_isolation_verdict(isolation_before, isolation_after, facts_clone, name))
@@ -219,6 +223,27 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
     files = write_all(report, directory)
     evidence.append("campaign", {"directory": str(directory), "report": report.to_dict()})
     return CampaignResult(report, directory, files)
+
+
+def _clone_freshness(
+    cfg: Config, evidence: Evidence, name: str, entry: fingerprint.Fingerprint
+) -> str | None:
+    """A note when the clone was copied from another state of production than today's."""
+    try:
+        source = clone.source_fingerprint(cfg, evidence, name)
+    except OneroofError as exc:
+        return f"The clone's source fingerprint cannot be read ({exc}); its age is unknown."
+    differences = fingerprint.diff(source, entry, sections=["counts", "content", "schema"])
+    if not differences:
+        return None
+    tables = sorted({d.key for d in differences})
+    shown = ", ".join(tables[:5]) + (f" (+{len(tables) - 5} more)" if len(tables) > 5 else "")
+    return (
+        f"The clone was copied from production fingerprint {source.short} "
+        f"({source.taken_at}); production is now {entry.short}: {len(tables)} object(s) "
+        f"differ ({shown}). Rehearsals ran against the older state: `oneroof clone drop` "
+        "and run again to rehearse against production as it is now."
+    )
 
 
 def _matrix(cfg: Config, evidence: Evidence, *, clone_verified: bool) -> list[MatrixRow]:
