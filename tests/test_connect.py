@@ -118,3 +118,20 @@ def test_clone_session_requires_the_marker(workspace, nonprod_server) -> None:
             connect.open_clone(workspace.config(), workspace.evidence(), name)
     finally:
         nonprod_server.drop_database(name)
+
+
+def test_a_clone_still_being_made_is_refused_for_work(workspace, nonprod_server) -> None:
+    name = "app_clone"
+    nonprod_server.drop_database(name)
+    with nonprod_server.admin() as conn:
+        conn.execute(f"create database {name}")
+        conn.execute(
+            f"""comment on database {name} is '{{"oneroof_clone": {{"state": "creating"}}}}'"""
+        )
+    try:
+        with pytest.raises(ForbiddenAction, match="not ready"):
+            connect.open_clone(workspace.config(), workspace.evidence(), name, ready_only=True)
+        # the clone module itself may still open it to finish or clean up
+        connect.open_clone(workspace.config(), workspace.evidence(), name).close()
+    finally:
+        nonprod_server.drop_database(name)

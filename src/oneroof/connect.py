@@ -573,8 +573,13 @@ def open_clone(
     *,
     require_marker: bool = True,
     production: ServerIdentity | None = None,
+    ready_only: bool = False,
 ) -> Session:
-    """A read-write session on the clone, after the name guard, identity and marker checks."""
+    """A read-write session on the clone, after the name guard, identity and marker checks.
+
+    `ready_only` also refuses a clone whose marker says it is still being made (suites,
+    rehearsals and the consoles use it; the clone module itself does not).
+    """
     target = clone_name(config, name)
     check_clone_name(target, config.guard.clone_name_pattern)
     if production is None:
@@ -593,10 +598,16 @@ def open_clone(
                 f"refused: {target!r} on {session.identity.host}:{session.identity.port} is the "
                 "production database (same cluster system identifier and name)"
             )
-        if require_marker and read_marker(session) is None:
+        marker = read_marker(session) if require_marker or ready_only else None
+        if require_marker and marker is None:
             raise ForbiddenAction(
                 f"refused: database {target!r} carries no oneroof clone marker; only a clone "
                 "created by `oneroof clone create` is written to"
+            )
+        if ready_only and marker is not None and marker.get("state", "ready") != "ready":
+            raise ForbiddenAction(
+                f"refused: clone {target!r} is not ready (state {marker.get('state')!r}): an "
+                "interrupted create or reset; run `oneroof clone create` or `reset` again"
             )
         return session
     except BaseException:

@@ -888,7 +888,7 @@ def rehearse(
     if session is not None and session.role != connect.CLONE:
         raise ForbiddenAction("refused: a rehearsal runs on the clone only")
     own = session is None
-    active = session or connect.open_clone(cfg, evidence, clone_name)
+    active = session or connect.open_clone(cfg, evidence, clone_name, ready_only=True)
     try:
         return _rehearse(cfg, evidence, plan, active, say or _quiet)
     finally:

@@ -773,7 +773,7 @@ def run(
     own = session is None
     if session is None:
         if target == CLONE:
-            session = connect.open_clone(cfg, evidence, clone_name)
+            session = connect.open_clone(cfg, evidence, clone_name, ready_only=True)
         else:
             session = connect.open_production(cfg, evidence)
     try:

@@ -79,7 +79,7 @@ def sql_command(
     if role == "production":
         session = connect.open_production(cfg, evidence)
     elif role == "clone":
-        session = connect.open_clone(cfg, evidence, name)
+        session = connect.open_clone(cfg, evidence, name, ready_only=True)
     else:
         raise BadInput(f"role must be production or clone, not {role!r}")
     with session:

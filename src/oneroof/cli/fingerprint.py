@@ -49,10 +49,10 @@ def _run(
             return connect.open_production(cfg, evidence)
     else:
         identity = connect.production_identity(cfg, evidence)
-        session = connect.open_clone(cfg, evidence, name, production=identity)
+        session = connect.open_clone(cfg, evidence, name, production=identity, ready_only=True)
 
         def opener() -> connect.Session:
-            return connect.open_clone(cfg, evidence, name, production=identity)
+            return connect.open_clone(cfg, evidence, name, production=identity, ready_only=True)
 
     with session, _progress() as bar:
         task = bar.add_task("tables", total=None)
