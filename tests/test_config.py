@@ -118,3 +118,15 @@ def test_unknown_key_error_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config.parse("[production]\ndsn='x'\n[isolation]\nreset = []\n", tmp_path / "oneroof.toml")
     assert info.value.line == 4
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["demo", "--objects", "abc"], ["no-such-command"], ["fingerprint", "diff"]],
+)
+def test_usage_errors_exit_2_without_traceback(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert "Traceback" not in err

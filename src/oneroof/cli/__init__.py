@@ -21,6 +21,15 @@ from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code
 
 __all__ = ["app", "main"]
 
+try:  # Typer ≥ 0.25 carries its own copy of click; older ones use click itself
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    _TyperClickException = click.ClickException  # type: ignore[misc,assignment]
+
+_USAGE_ERRORS = (click.ClickException, _TyperClickException)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run, translate errors, exit."""
@@ -33,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         first, *_ = str(exc).splitlines() or [type(exc).__name__]
         err.print(f"oneroof: {first}", markup=False)
         sys.exit(exit_code(exc))
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
     except psycopg.Error as exc:
         if os.environ.get("ONEROOF_DEBUG"):
@@ -41,10 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         message = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
         err.print(f"oneroof: PostgreSQL error: {message} (SQLSTATE {exc.sqlstate})", markup=False)
         sys.exit(EXIT_FAILED)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
         sys.exit(2)
-    except click.exceptions.Abort:
+    except _ABORTS:
         err.print("oneroof: interrupted")
         sys.exit(130)
     except KeyboardInterrupt:
