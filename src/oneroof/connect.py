@@ -153,7 +153,8 @@ def _connect(dsn: str, role: str, key: str, **overrides: Any) -> psycopg.Connect
             dsn, autocommit=True, prepare_threshold=None, connect_timeout=10, **overrides
         )
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0].rsplit("failed:", 1)[-1].strip() if lines else "no answer"
         raise ServerUnreachable(
             f"cannot reach the {role} server at {_describe(dsn)}: {reason} — check that the "
             f"server is running, the host, port and database in {key}, and the credentials"
