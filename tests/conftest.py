@@ -12,7 +12,7 @@ import pytest
 from oneroof import config
 from oneroof.evidence import Evidence
 
-pytest_plugins = ("fix_pg",)
+pytest_plugins = ("fix_pg", "fix_rollout")
 
 
 @dataclass

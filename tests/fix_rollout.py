@@ -14,13 +14,16 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
+from fix_pg import Server
 from oneroof import config, connect, fingerprint, rollout
 from oneroof.embedded import bin_dir
 from oneroof.evidence import Evidence
@@ -249,3 +252,21 @@ def build_env(tmp_path: Path, prod_dsn: str, nonprod_dsn: str, schema: str = SCH
     env["ONEROOF_TEST_PROD_DSN"] = prod_dsn
     env["ONEROOF_TEST_NONPROD_DSN"] = nonprod_dsn
     return Env(workspace, prod_dsn, nonprod_dsn, clone, plan_dir, env)
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path,
+    prod_db: str,
+    prod_server: Server,
+    nonprod_server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Env]:
+    """A small production, its hand-made clone and a workspace pointing at both."""
+    built = build_env(tmp_path, prod_server.dsn(prod_db), nonprod_server.dsn("postgres"))
+    monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", built.prod_dsn)
+    monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", built.nonprod_dsn)
+    try:
+        yield built
+    finally:
+        built.drop_clone()

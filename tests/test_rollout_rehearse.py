@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from fix_pg import Server
-from fix_rollout import ARTIFACTS, Env, build_env, write_plan
+from fix_rollout import ARTIFACTS, Env, write_plan
 from oneroof import connect, rollout
 from oneroof.errors import ForbiddenAction
-
-
-@pytest.fixture
-def env(
-    tmp_path: Path,
-    prod_db: str,
-    prod_server: Server,
-    nonprod_server: Server,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Env]:
-    built = build_env(tmp_path, prod_server.dsn(prod_db), nonprod_server.dsn("postgres"))
-    monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", built.prod_dsn)
-    monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", built.nonprod_dsn)
-    try:
-        yield built
-    finally:
-        built.drop_clone()
 
 
 def rehearse(env: Env) -> rollout.Rehearsal:
