@@ -60,7 +60,7 @@ import pglast
 import psycopg
 from psycopg import sql as pgsql
 
-from oneroof import connect, fingerprint, gates, guard, sqltext
+from oneroof import connect, fingerprint, gates, guard, sqltext, suite
 from oneroof.config import Config
 from oneroof.connect import Session
 from oneroof.errors import BadInput, ForbiddenAction
@@ -839,42 +839,6 @@ class Rehearsal:
         }
 
 
-_SEQUENCES = """
-    select n.nspname::text, c.relname::text
-    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-    where c.relkind = 'S' and n.nspname not in ('pg_catalog', 'information_schema')
-      and n.nspname not like 'pg\\_%'
-    order by 1, 2
-"""
-
-
-def _sequence_state(session: Session) -> dict[tuple[str, str], tuple[int, bool]]:
-    state: dict[tuple[str, str], tuple[int, bool]] = {}
-    for schema, name in session.execute(_SEQUENCES):
-        query = pgsql.SQL("select last_value, is_called from {}").format(
-            pgsql.Identifier(schema, name)
-        )
-        last_value, is_called = session.execute(query.as_string(None))[0]
-        state[(schema, name)] = (int(last_value), bool(is_called))
-    return state
-
-
-def _restore_sequences(
-    session: Session, before: Mapping[tuple[str, str], tuple[int, bool]]
-) -> list[str]:
-    """Sequences do not roll back: set every one the rehearsal moved back to where it was."""
-    restored = []
-    for key, now in _sequence_state(session).items():
-        if key in before and before[key] != now:
-            last_value, is_called = before[key]
-            target = pgsql.Identifier(*key).as_string(None)
-            session.execute(
-                "select pg_catalog.setval(%s::regclass, %s, %s)", (target, last_value, is_called)
-            )
-            restored.append(f"{key[0]}.{key[1]}")
-    return restored
-
-
 def rehearse(
     cfg: Config,
     evidence: Evidence,
@@ -902,7 +866,7 @@ def _rehearse(cfg: Config, evidence: Evidence, plan: Plan, session: Session, say
     source = marker.get("source_fingerprint")
     say(f"rehearse {plan.name} on {session.identity.database}: fingerprint before")
     before = fingerprint.take(session, mode="full")
-    sequences = _sequence_state(session)
+    sequences = suite.read_sequences(session)
     clone_ledger = read_ledger(session, plan.name)
     runs: list[ArtifactRun] = []
     already: list[str] = []
@@ -911,7 +875,7 @@ def _rehearse(cfg: Config, evidence: Evidence, plan: Plan, session: Session, say
         _rehearse_all(session, cfg, plan, clone_ledger, runs, already, say)
     finally:
         if not session.closed:
-            restored = _restore_sequences(session, sequences)
+            restored = suite.restore_sequences(session, sequences)
     say("fingerprint after (residue proof)")
     after = fingerprint.take(session, mode="full")
     residue = [d.describe() for d in fingerprint.diff(before, after)]
