@@ -121,16 +121,11 @@ class Expectation:
         return sqlstate == self.sqlstate
 
 
-@dataclass(frozen=True)
-class Item:
-    """A check, a scenario step or a scenario assertion."""
+class _Named:
+    """What checks, steps and assertions and their results share: a kind and a name."""
 
-    kind: str  # check | step | assert
+    kind: str
     name: str
-    line: int
-    statements: tuple[Statement, ...]
-    expect: Expectation | None = None
-    timeout_ms: int | None = None
 
     @property
     def counted(self) -> bool:
@@ -140,6 +135,18 @@ class Item:
     @property
     def title(self) -> str:
         return self.name if self.kind == CHECK else f"{self.kind}: {self.name}"
+
+
+@dataclass(frozen=True)
+class Item(_Named):
+    """A check, a scenario step or a scenario assertion."""
+
+    kind: str  # check | step | assert
+    name: str
+    line: int
+    statements: tuple[Statement, ...]
+    expect: Expectation | None = None
+    timeout_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -543,7 +550,7 @@ def load(paths: Sequence[Path]) -> list[SuiteFile]:
 
 
 @dataclass
-class ItemResult:
+class ItemResult(_Named):
     """The outcome of one check, step or assertion."""
 
     file: str
@@ -556,14 +563,6 @@ class ItemResult:
     got: str | None = None
     sqlstate: str | None = None
     message: str | None = None
-
-    @property
-    def counted(self) -> bool:
-        return self.kind != STEP
-
-    @property
-    def title(self) -> str:
-        return self.name if self.kind == CHECK else f"{self.kind}: {self.name}"
 
     def detail(self) -> str:
         """One line saying why it did not pass (empty when it passed)."""
