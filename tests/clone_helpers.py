@@ -21,6 +21,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "one-roof"
 TOML = """\
 [production]
 dsn = "env:ONEROOF_TEST_PROD_DSN"
+apply_dsn = "env:ONEROOF_TEST_APPLY_DSN"
 statement_timeout = "60s"
 [clone]
 server_dsn = "env:ONEROOF_TEST_NONPROD_DSN"

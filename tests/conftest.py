@@ -36,6 +36,7 @@ class Workspace:
 BASIC_TOML = """\
 [production]
 dsn = "env:ONEROOF_TEST_PROD_DSN"
+apply_dsn = "env:ONEROOF_TEST_APPLY_DSN"
 statement_timeout = "20s"
 [clone]
 server_dsn = "env:ONEROOF_TEST_NONPROD_DSN"
@@ -53,7 +54,8 @@ def make_workspace(
     """Build a workspace for a production database name: make_workspace(prod_db, toml=...)."""
 
     def build(database: str, toml: str = BASIC_TOML) -> Workspace:
-        monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", prod_server.dsn(database))
+        monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", prod_server.reader_dsn(database))
+        monkeypatch.setenv("ONEROOF_TEST_APPLY_DSN", prod_server.dsn(database))
         monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", nonprod_server.dsn("postgres"))
         workspace = Workspace(tmp_path / "ws")
         workspace.path.mkdir(exist_ok=True)

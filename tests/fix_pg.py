@@ -20,7 +20,15 @@ import psycopg.conninfo
 import pytest
 from psycopg import sql
 
+from oneroof import roles
 from oneroof.embedded import EmbeddedServer
+
+READER = roles.READER_ROLE
+
+
+def reader_dsn(dsn: str) -> str:
+    """The same DSN as the least-privilege reader role."""
+    return psycopg.conninfo.make_conninfo(dsn, user=READER)
 
 
 @dataclass
@@ -32,7 +40,22 @@ class Server:
     log_path: Path | None = None  # the server's log file, when the tests started the server
 
     def dsn(self, database: str = "postgres") -> str:
+        """A superuser DSN: the tests' own access, the applier and the demo's humans."""
         return psycopg.conninfo.make_conninfo(self.base_dsn, dbname=database)
+
+    def reader_dsn(self, database: str = "postgres") -> str:
+        """The least-privilege production reader, created with the SQL of docs/safety.md."""
+        return psycopg.conninfo.make_conninfo(self.base_dsn, dbname=database, user=READER)
+
+    def create_reader(self) -> None:
+        """The reader role, made by `roles.reader_sql` in template1 (so every new database
+        inherits its grants) and in postgres."""
+        with self.admin("template1") as conn:
+            exists = conn.execute("select from pg_roles where rolname = %s", (READER,)).fetchone()
+            if exists is None:
+                conn.execute(roles.reader_sql(READER, "template1"))
+        with self.admin("postgres") as conn:
+            conn.execute(roles.reader_sql(READER, "postgres").split(";\n", 1)[1])
 
     def admin(self, database: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(self.dsn(database), autocommit=True)
@@ -59,6 +82,7 @@ def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     external = os.environ.get("ONEROOF_TEST_DSN")
     if external:
         server = Server(external, "external")
+        server.create_reader()
         yield server, server
         return
     # Outside pytest's basetemp: a later pytest run re-creates that tree with mode 0700,
@@ -67,10 +91,13 @@ def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     production = EmbeddedServer(root / "prod").start()
     nonprod = EmbeddedServer(root / "nonprod").start()
     try:
-        yield (
+        servers = (
             Server(production.dsn(), "prod", production.log),
             Server(nonprod.dsn(), "nonprod", nonprod.log),
         )
+        for server in servers:
+            server.create_reader()
+        yield servers
     finally:
         production.remove()
         nonprod.remove()

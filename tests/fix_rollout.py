@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from fix_pg import Server
+from fix_pg import Server, reader_dsn
 from oneroof import config, connect, fingerprint, rollout
 from oneroof.embedded import bin_dir
 from oneroof.evidence import Evidence
@@ -47,6 +47,7 @@ insert into app.items (name) values ('a'), ('b');
 TOML = """\
 [production]
 dsn = "env:ONEROOF_TEST_PROD_DSN"
+apply_dsn = "env:ONEROOF_TEST_APPLY_DSN"
 statement_timeout = "20s"
 [clone]
 server_dsn = "env:ONEROOF_TEST_NONPROD_DSN"
@@ -249,7 +250,8 @@ def build_env(tmp_path: Path, prod_dsn: str, nonprod_dsn: str, schema: str = SCH
     (workspace / "oneroof.toml").write_text(TOML.format(clone=clone))
     plan_dir = write_plan(workspace / "rollout" / "T_plan")
     env = dict(os.environ)
-    env["ONEROOF_TEST_PROD_DSN"] = prod_dsn
+    env["ONEROOF_TEST_PROD_DSN"] = reader_dsn(prod_dsn)
+    env["ONEROOF_TEST_APPLY_DSN"] = prod_dsn
     env["ONEROOF_TEST_NONPROD_DSN"] = nonprod_dsn
     return Env(workspace, prod_dsn, nonprod_dsn, clone, plan_dir, env)
 
@@ -264,7 +266,8 @@ def env(
 ) -> Iterator[Env]:
     """A small production, its hand-made clone and a workspace pointing at both."""
     built = build_env(tmp_path, prod_server.dsn(prod_db), nonprod_server.dsn("postgres"))
-    monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", built.prod_dsn)
+    monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", reader_dsn(built.prod_dsn))
+    monkeypatch.setenv("ONEROOF_TEST_APPLY_DSN", built.prod_dsn)
     monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", built.nonprod_dsn)
     try:
         yield built

@@ -231,9 +231,21 @@ def test_create_refuses_a_ready_clone_and_reset_needs_the_golden_copy(
 # -- isolation of what a dump carries along -------------------------------------------------------
 
 
+@pytest.mark.parametrize("privileged", [False, True], ids=["reader", "privileged-role"])
 def test_foreign_servers_and_subscriptions_are_neutralised(
-    workspace: Any, name: str, prod_server: Any, one_roof: str, nonprod_server: Any
+    workspace: Any,
+    name: str,
+    prod_server: Any,
+    one_roof: str,
+    nonprod_server: Any,
+    privileged: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if privileged:
+        # only a superuser's pg_dump copies subscriptions: then the clone must disable them
+        monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", prod_server.dsn(one_roof))
+        toml = (workspace.path / "oneroof.toml").read_text()
+        workspace.write(toml.replace("[guard]\n", "[guard]\nallow_privileged_role = true\n"))
     with prod_server.admin(one_roof) as conn:
         conn.execute("create foreign data wrapper fake_fdw")
         conn.execute("create server partner foreign data wrapper fake_fdw options (host 'partner')")
@@ -254,13 +266,13 @@ def test_foreign_servers_and_subscriptions_are_neutralised(
         isolation = info.marker["isolation"]
         assert {m["user"] for m in isolation["dropped_user_mappings"]} == {"PUBLIC", "postgres"}
         assert isolation["foreign_servers"] == ["partner"]
-        assert isolation["disabled_subscriptions"] == ["upstream"]
+        assert isolation["disabled_subscriptions"] == (["upstream"] if privileged else [])
         with nonprod_server.admin(name) as conn:
             assert conn.execute("select count(*) from pg_user_mappings").fetchone() == (0,)
             sub = conn.execute(
                 "select subenabled, subslotname from pg_subscription where subname = 'upstream'"
             ).fetchone()
-        assert sub == (False, None)
+        assert sub == ((False, None) if privileged else None)
         result = clone.verify(cfg, evidence)
         assert result.ok, result.reasons
         assert point(result, "user_mappings").ok and point(result, "subscriptions").ok

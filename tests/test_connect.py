@@ -49,7 +49,7 @@ def test_a_misjudged_statement_still_cannot_write(workspace) -> None:
 def test_dsn_options_cannot_turn_read_only_off(
     workspace, prod_server, prod_db, monkeypatch
 ) -> None:
-    dsn = prod_server.dsn(prod_db) + " options='-c default_transaction_read_only=off'"
+    dsn = prod_server.reader_dsn(prod_db) + " options='-c default_transaction_read_only=off'"
     monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", dsn)
     with connect.open_production(workspace.config(), workspace.evidence()) as session:
         assert session.setting("default_transaction_read_only") == "on"
@@ -99,7 +99,7 @@ def test_clone_session_refuses_production_itself(workspace, prod_server, monkeyp
     with prod_server.admin() as conn:
         conn.execute(f'create database "{name}"')
     try:
-        monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", prod_server.dsn(name))
+        monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", prod_server.reader_dsn(name))
         monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", prod_server.dsn("postgres"))
         cfg = workspace.config()
         with pytest.raises(ForbiddenAction, match="production"):

@@ -87,7 +87,7 @@ def test_restored_dump_elsewhere_gives_the_same_id(
         workspace = make_workspace(target)
         import os
 
-        os.environ["ONEROOF_TEST_PROD_DSN"] = nonprod_server.dsn(target)
+        os.environ["ONEROOF_TEST_PROD_DSN"] = nonprod_server.reader_dsn(target)
         cfg = workspace.config()
         with connect.open_production(cfg, workspace.evidence()) as session:
             restored = fingerprint.take(session)

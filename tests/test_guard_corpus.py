@@ -33,6 +33,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from oneroof import config, connect, guard
+from oneroof.catalog import Catalog
 from oneroof.errors import ForbiddenAction
 from oneroof.evidence import Evidence
 
@@ -735,6 +736,107 @@ EXPLAIN = [
     F("explain-analyze-volatile", "explain analyze select canary_write()", "canary"),
 ]
 
+# Paths to user code that a parser alone cannot see, each written for a server that keeps
+# its own objects: SQL-running built-ins and extensions, domain CHECKs reached without a
+# cast, implicit casts, operator classes, declared volatility, foreign tables.
+_CROSSTAB_SQL = "'select 1::text, 1::text, canary_write()::text'"
+USER_CODE = [
+    F("crosstab", f"select * from crosstab({_CROSSTAB_SQL}) as t(a text, b text)", "canary"),
+    F(
+        "crosstab-qualified",
+        f"select * from public.crosstab({_CROSSTAB_SQL}) as t(a text, b text)",
+        "canary",
+    ),
+    F("crosstab2", f"select * from crosstab2({_CROSSTAB_SQL})", "canary"),
+    F(
+        "crosstab-in-copy",
+        f"copy (select * from crosstab({_CROSSTAB_SQL}) as t(a text, b text)) to stdout",
+        "canary",
+    ),
+    F(
+        "crosstab-lateral",
+        f"select c.id from canary c, lateral crosstab({_CROSSTAB_SQL}) as t(a text, b text)"
+        " where c.id = 1",
+        "canary",
+    ),
+    F(
+        "connectby-injection",
+        "select * from connectby('(select canary_write() as id, 1 as parent) x', 'id',"
+        " 'parent', '1', 0) as t(id int, parent int, level int)",
+        "canary",
+    ),
+    F("input-is-valid-domain", "select pg_input_is_valid('1', 'canary_dom')", "canary"),
+    F("input-error-info-domain", "select * from pg_input_error_info('1', 'canary_dom')", "canary"),
+    F("trusted-function-domain-parameter", "select canary_trusted_dlen(5)", "canary"),
+    F("composite-literal-domain", "select '(1)'::canary_wrap", "canary"),
+    F("row-cast-domain", "select row(1)::canary_wrap", "canary"),
+    F(
+        "jsonb-populate-record-domain",
+        "select jsonb_populate_record(null::canary_wrap, '{\"d\": 1}')",
+        "canary",
+    ),
+    F(
+        "json-populate-recordset-domain",
+        "select * from json_populate_recordset(null::canary_wrap, '[{\"d\": 1}]')",
+        "canary",
+    ),
+    F("domain-array-literal", "select '{1}'::canary_dom[]", "canary"),
+    F("composite-array-literal", "select '{\"(1)\"}'::canary_wrap[]", "canary"),
+    F("table-row-type-literal", "select '(1)'::canary_domtab", "canary"),
+    F(
+        "domain-table-polymorphic",
+        "select array_append(array[d], '7') from canary_domtab",
+        "canary",
+    ),
+    F("implicit-cast-function", "select abs(t) from canary_tags", "canary"),
+    F("implicit-cast-operator", "select t + 1 from canary_tags", "canary"),
+    F("opclass-order-by", "select p from canary_pts order by p", "canary"),
+    F("opclass-distinct", "select distinct p from canary_pts", "canary"),
+    F("opclass-union", "select p from canary_pts union select p from canary_pts", "canary"),
+    F("opclass-greatest", "select greatest(p, p) from canary_pts", "canary"),
+    F("opclass-window", "select row_number() over (order by p) from canary_pts", "canary"),
+    F("opclass-group-by", "select p, count(*) from canary_pts group by p", "canary"),
+    F("declared-stable", "select canary_stable()", "canary"),
+    F("declared-immutable", "select canary_immutable(1)", "canary"),
+    F("security-definer", "select canary_definer()", "canary"),
+    F("aggregate-final-function", "select canary_final_agg(id) from canary", "canary"),
+    F(
+        "aggregate-final-function-window",
+        "select canary_final_agg(id) over () from canary limit 1",
+        "canary",
+    ),
+    F(
+        "lateral-set-returning",
+        "select c.id, s from canary c, lateral canary_srf(c.id) s where c.id = 1",
+        "canary",
+    ),
+    F("view-over-stable", "select * from canary_stable_view", "canary"),
+    F(
+        "explain-folds-immutable",
+        "explain select * from canary where id = canary_immutable(1)",
+        "canary",
+    ),
+    F(
+        "explain-estimates-stable",
+        "explain select * from canary where id = canary_stable()",
+        "canary",
+    ),
+    F("postgres-fdw", "select * from canary_remote", "canary"),
+    F("postgres-fdw-count", "select count(*) from canary_remote", "canary"),
+    F("postgres-fdw-partition", "select count(*) from canary_part", "canary"),
+    F("file-fdw-program", "select * from canary_prog", "files"),
+    N(
+        "password-hashes",
+        "select rolname, rolpassword from pg_authid",
+        "it reads password hashes: the harm is disclosure, not a change",
+    ),
+    N(
+        "user-mapping-passwords",
+        "select * from pg_catalog.pg_user_mappings",
+        "it reads foreign-server passwords: the harm is disclosure, not a change",
+    ),
+]
+
 READS = [
     R("select-1", "select 1"),
     R("select-table", "select id, note from canary order by id"),
@@ -843,6 +945,7 @@ FORBIDDEN = (
     + MULTI
     + FUNCTIONS
     + EXPLAIN
+    + USER_CODE
 )
 CORPUS = FORBIDDEN + READS
 
@@ -898,6 +1001,74 @@ SETUP = [
     " as select count(*) as n from canary",
     "create extension dblink",
     "select lo_from_bytea(0, 'canary') from generate_series(1, 5)",
+    # user code behind names that look like plain reads
+    "create extension tablefunc",
+    """create function canary_stable() returns int stable language plpgsql as $$
+        begin return canary_write(); end $$""",
+    """create function canary_immutable(int) returns int immutable language plpgsql as $$
+        begin perform canary_write(); return $1; end $$""",
+    """create function canary_definer() returns int stable security definer language plpgsql
+        as $$ begin return canary_write(); end $$""",
+    """create function canary_srf(int) returns setof int stable language plpgsql as $$
+        begin return next canary_write(); end $$""",
+    "create view canary_stable_view as select canary_stable() as v",
+    """create function canary_final(int) returns int immutable language plpgsql as $$
+        begin perform canary_write(); return $1; end $$""",
+    "create aggregate canary_final_agg(int)"
+    " (sfunc = int4pl, stype = int, initcond = '0', finalfunc = canary_final)",
+    "create type canary_wrap as (d canary_dom)",
+    "create table canary_domtab (d canary_dom)",
+    "insert into canary_domtab values (1)",
+    """create function canary_trusted_dlen(canary_dom) returns int immutable language plpgsql
+        as 'begin return 1; end'""",
+    "create type canary_tag as enum ('a', 'b')",
+    """create function canary_tag_int(canary_tag) returns int volatile language sql as $$
+        select canary_write() $$""",
+    "create cast (canary_tag as int) with function canary_tag_int(canary_tag) as implicit",
+    "create table canary_tags (t canary_tag)",
+    "insert into canary_tags values ('a')",
+    "create type canary_pt as (x int)",
+    # its operators live off the search path, as an extension's would in its own schema
+    "create schema canary_ops",
+    """create function canary_pt_cmp(canary_pt, canary_pt) returns int immutable
+        language plpgsql as $$
+        begin perform canary_write(); return btint4cmp($1.x, $2.x); end $$""",
+    *[
+        f"create function canary_ops.canary_pt_{name}(canary_pt, canary_pt) returns bool immutable"
+        f" language sql as 'select $1.x {op} $2.x'"
+        for name, op in (("lt", "<"), ("le", "<="), ("eq", "="), ("ge", ">="), ("gt", ">"))
+    ],
+    *[
+        f"create operator canary_ops.{op} (leftarg = canary_pt, rightarg = canary_pt,"
+        f" function = canary_ops.canary_pt_{name})"
+        for name, op in (("lt", "<"), ("le", "<="), ("eq", "="), ("ge", ">="), ("gt", ">"))
+    ],
+    "create operator class canary_pt_ops default for type canary_pt using btree as"
+    " operator 1 canary_ops.<, operator 2 canary_ops.<=, operator 3 canary_ops.=,"
+    " operator 4 canary_ops.>=, operator 5 canary_ops.>,"
+    " function 1 canary_pt_cmp(canary_pt, canary_pt)",
+    "create table canary_pts (p canary_pt)",
+    "insert into canary_pts values (row(1)), (row(2)), (row(3))",
+    "create extension postgres_fdw",
+    "create server canary_loop foreign data wrapper postgres_fdw"
+    " options (host '{host}', port '{port}', dbname '{db}')",
+    "create user mapping for current_user server canary_loop options (user '{user}')",
+    """create function canary_write_q() returns int volatile language sql
+        set search_path = public as $$
+        insert into canary (id, note) select coalesce(max(id), 0) + 1, 'remote' from canary
+        returning id $$""",
+    "create view canary_remote_view as select canary_write_q() as written",
+    "create view canary_remote_ids as select canary_write_q() as id",
+    "create foreign table canary_remote (written int) server canary_loop"
+    " options (table_name 'canary_remote_view')",
+    "create table canary_part (id int) partition by range (id)",
+    "create table canary_part_local partition of canary_part for values from (0) to (100)",
+    "create foreign table canary_part_remote partition of canary_part"
+    " for values from (100) to (200) server canary_loop options (table_name 'canary_remote_ids')",
+    "create extension file_fdw",
+    "create server canary_files foreign data wrapper file_fdw",
+    "create foreign table canary_prog (line text) server canary_files"
+    " options (program 'touch corpus_{tok}_fdw.txt; echo 1')",
     "vacuum analyze canary",
 ]
 CLUSTER_SETUP = [
@@ -1067,9 +1238,19 @@ class Env:
 
 
 def _build(server: Any, database: str, tok: str) -> None:
+    params = psycopg.conninfo.conninfo_to_dict(server.dsn(database))
+    fill = {
+        "{tok}": tok,
+        "{db}": database,
+        "{host}": str(params.get("host") or "localhost"),
+        "{port}": str(params.get("port") or "5432"),
+        "{user}": str(params.get("user") or "postgres"),
+    }
     with server.admin(database) as conn:
         for statement in SETUP:
-            conn.execute(statement.replace("{tok}", tok))
+            for key, value in fill.items():
+                statement = statement.replace(key, value)
+            conn.execute(statement)
 
 
 def _side(server: Any, database: str, tok: str, datadir: str) -> Side:
@@ -1147,6 +1328,9 @@ def env(prod_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 [production]
                 dsn = "{prod_server.dsn(prod_db)}"
                 statement_timeout = "20s"
+                [guard]
+                allow_privileged_role = true
+                allow_functions = ["public.canary_trusted_*"]
                 """
             )
         )
@@ -1315,7 +1499,7 @@ def test_the_corpus_meets_every_kind_of_refusal(env: Env) -> None:
 
 def test_dblink_is_refused_by_name_even_when_not_installed() -> None:
     for sql in ("select dblink('x', 'y')", "select public.dblink_exec('x', 'y')"):
-        verdict = guard.classify(sql, guard.Catalog())
+        verdict = guard.classify(sql, Catalog())
         assert not verdict.allowed
         assert "side effects" in verdict.reason
 

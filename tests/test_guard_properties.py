@@ -23,6 +23,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oneroof import config, connect, guard
+from oneroof.catalog import (
+    FIRST_NORMAL_OID,
+    Catalog,
+    CatalogRows,
+    DependencyRow,
+    FunctionRow,
+    OperatorRow,
+    RelationRow,
+    Trust,
+    TypeRow,
+)
 from oneroof.evidence import Evidence
 
 SETUP = [
@@ -67,7 +78,6 @@ SAFE_CALLS = [
     "gen_random_uuid()",
     "pg_relation_size('gt')",
     "to_char(now(), 'YYYY')",
-    "gt_stable()",
     "(select count(*) from gt)",
     "jsonb_build_object('a', t.v)",
     "sum(t.v)",
@@ -100,6 +110,7 @@ UNSAFE_CALLS = [
 # function in field notation, an aggregate with a volatile transition function, a view or a
 # domain that runs a volatile function, an operator in a sublink.
 SUBTLE_CALLS = [
+    "gt_stable()",
     "t.gt_field",
     "(t).gt_field",
     "gt_agg(t.v)",
@@ -236,7 +247,7 @@ def programs(draw: st.DrawFn) -> str:
 @dataclass
 class Target:
     dsn: str
-    catalog: guard.Catalog
+    catalog: Catalog
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +263,8 @@ def target(prod_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 f"""\
                 [production]
                 dsn = "{prod_server.dsn(database)}"
+                [guard]
+                allow_privileged_role = true
                 """
             )
         )
@@ -329,7 +342,7 @@ def test_the_grammar_reaches_the_server_for_real(target: Target) -> None:
 @settings(max_examples=500, deadline=None, database=None)
 @given(st.text())
 def test_classify_never_raises(text: str) -> None:
-    catalog = guard.Catalog.from_rows([("pg_catalog", "abs", "i")], [("pg_catalog", "+", "i")])
+    catalog = _MINIMAL
     for verdict in (guard.classify(text), guard.classify(text, catalog)):
         assert isinstance(verdict, guard.Verdict)
         assert verdict.reason
@@ -367,7 +380,7 @@ READS = [
 def test_two_statements_are_always_refused(
     first: str, second: str, separator: str, comment: str, end: str
 ) -> None:
-    catalog = guard.Catalog.from_rows([("pg_catalog", "abs", "i")], [])
+    catalog = _MINIMAL
     assert guard.classify(first, catalog).allowed
     verdict = guard.classify(first + separator + comment + second + end, catalog)
     assert not verdict.allowed
@@ -385,26 +398,61 @@ def test_a_nul_byte_is_always_refused(before: str, after: str) -> None:
 # -- catalog-aware refusals a test server cannot easily show (a superuser-only operator
 # class, a quoted name that differs only in case, a function that shadows a built-in)
 
-_SYNTHETIC = guard.Catalog.from_rows(
-    [
-        ("pg_catalog", "random", "v"),
-        ("pg_catalog", "abs", "i"),
-        ("public", "canary", "i"),
-        ("public", "Canary", "v"),
-        ("app", "random", "v"),
-        ("public", "locking_view", "reads:FOR UPDATE/SHARE"),
-        ("public", "audit_view", "reads:app.audit"),
-        ("public", "clock_view", "reads:pg_catalog.random"),
-        ("public", "checked", "coerces:app.audit"),
-    ],
-    [("pg_catalog", "<", "i"), ("public", "###", "v"), ("public", ">=", "v")],
+
+def _fn(oid: int, schema: str, name: str, volatility: str = "i", **kw: Any) -> FunctionRow:
+    return FunctionRow(oid, schema, name, volatility, oid < FIRST_NORMAL_OID, **kw)
+
+
+_MINIMAL = Catalog.build(
+    CatalogRows(
+        functions=[_fn(1, "pg_catalog", "abs")],
+        operators=[OperatorRow(2, "pg_catalog", "+", 23, 23, 1)],
+    )
+)
+
+# A catalog the tests assemble row by row: a superuser-only operator class, a quoted name
+# that differs only in case, a function that shadows a built-in, a domain, views.
+_SYNTHETIC = Catalog.build(
+    CatalogRows(
+        search_path=("app", "pg_catalog", "public"),
+        functions=[
+            _fn(100, "pg_catalog", "random", "v"),
+            _fn(101, "pg_catalog", "abs"),
+            _fn(102, "pg_catalog", "int4lt"),
+            _fn(20001, "public", "canary", argtypes=(20100,)),
+            _fn(20002, "public", "Canary", "v"),
+            _fn(20003, "app", "random", "v"),
+            _fn(20004, "app", "audit", "v"),
+            _fn(20005, "public", "hash_words", "s", argtypes=(25,)),
+        ],
+        operators=[
+            OperatorRow(200, "pg_catalog", "<", 23, 23, 102),
+            OperatorRow(20010, "public", "###", 23, 23, 20004),
+            OperatorRow(20011, "public", ">=", 23, 23, 20004),
+        ],
+        types=[TypeRow(20020, "public", "checked", "d", base=23)],
+        type_dependencies=[DependencyRow(20020, "check", "pg_proc", 20004)],
+        relations=[
+            RelationRow(20030, "public", "locking_view", "v", 20031),
+            RelationRow(20032, "public", "audit_view", "v", 20033),
+            RelationRow(20034, "public", "clock_view", "v", 20035),
+            RelationRow(20036, "public", "t", "r", 20100),
+        ],
+        relation_dependencies=[
+            DependencyRow(20030, "lock", "-", 0),
+            DependencyRow(20032, "view", "pg_proc", 20004),
+            DependencyRow(20034, "view", "pg_proc", 100),
+        ],
+    ),
+    Trust(functions=("public.canary",)),
 )
 
 
 @pytest.mark.parametrize(
     ("sql", "allowed"),
     [
-        ("select canary()", True),
+        ("select canary()", True),  # trusted by name
+        ("select hash_words('x')", False),  # user-defined and STABLE: not trusted for that
         ('select "Canary"()', False),  # the catalog is case-sensitive, as the server is
         ("select pg_catalog.random()", True),
         ("select random()", False),  # app.random() shadows it on search_path = app, …
@@ -418,7 +466,8 @@ _SYNTHETIC = guard.Catalog.from_rows(
         ("copy audit_view to stdout", False),
         ("select * from public.locking_view", False),
         ("select 1::checked", False),
-        ("select x.canary from t x", True),  # field notation of an immutable function
+        ("select x.canary from t x", True),  # field notation of a trusted function
+        ("select x.hash_words from t x", True),  # hash_words(text) cannot take a row
         ("select 'C:\\temp', 'a\\\\'", True),  # no backslash before a quote, or an even run
         ("select 'a\\'", False),  # ends elsewhere with standard_conforming_strings off
         ("select E'a\\''", True),

@@ -89,7 +89,7 @@ def test_dry_run_then_apply_then_reapply_skips_everything(env: Env) -> None:
         "select artifact, deltas, applied_by, application from oneroof.rollout_ledger order by id"
     )
     assert ledger_rows[0][1] == {"app.items": {"inserted": 3, "updated": 0, "deleted": 0}}
-    assert ledger_rows[0][2] == "postgres" and ledger_rows[0][3] == "oneroof"
+    assert ledger_rows[0][2] == "postgres" and ledger_rows[0][3] == "oneroof-apply"
 
 
 def test_delta_mismatch_rolls_back_and_halts_then_the_fix_applies_only_the_rest(

@@ -46,7 +46,8 @@ def workspace(
     clone = f"or_{prod_db.split('_')[-1]}_clone"
     toml = target / "oneroof.toml"
     toml.write_text(toml.read_text().replace('name = "one_roof_clone"', f'name = "{clone}"'))
-    monkeypatch.setenv("ONEROOF_PROD_DSN", prod_server.dsn(prod_db))
+    monkeypatch.setenv("ONEROOF_PROD_DSN", prod_server.reader_dsn(prod_db))
+    monkeypatch.setenv("ONEROOF_APPLY_DSN", prod_server.dsn(prod_db))
     monkeypatch.setenv("ONEROOF_NONPROD_DSN", nonprod_server.dsn("postgres"))
     try:
         yield target

@@ -7,6 +7,7 @@ their password.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
@@ -65,7 +66,10 @@ class Dsn:
 def redact(dsn: str) -> str:
     """`dsn` with its password replaced by `***` (URI and key=value forms)."""
     if "://" in dsn:
-        parts = urlsplit(dsn)
+        try:
+            parts = urlsplit(dsn)
+        except ValueError:  # an address urllib cannot split: mask everything after the scheme
+            return dsn.split("://", 1)[0] + "://***"
         netloc = parts.netloc
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
@@ -77,10 +81,54 @@ def redact(dsn: str) -> str:
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+        # unparseable: where the password ends is unknown, so nothing after it is shown
+        return re.sub(r"(?is)(password\s*=).*", r"\1***", dsn)
     if "password" in params:
         params["password"] = "***"
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _secret_fragments(dsn: str) -> set[str]:
+    """Every piece of `dsn` that may be (part of) its password, in the forms libpq may echo."""
+    from urllib.parse import unquote
+
+    fragments: set[str] = set()
+    for match in re.finditer(r"(?i)password\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)(.*)", dsn):
+        value = match.group(1).strip("'")
+        fragments.add(value)
+        fragments.update(match.group(2).split())  # an unquoted password with a space in it
+    if "://" in dsn:
+        rest = dsn.split("://", 1)[1]
+        userinfo = rest.rsplit("@", 1)[0] if "@" in rest else ""
+        if ":" in userinfo:
+            fragments.add(userinfo.split(":", 1)[1])
+        fragments.add(userinfo)
+        fragments.add(rest)
+        for match in re.finditer(r"(?i)password=([^&]*)", rest):
+            fragments.add(match.group(1))
+    expanded = set()
+    for fragment in fragments:
+        expanded.add(fragment)
+        with contextlib.suppress(UnicodeDecodeError):
+            expanded.add(unquote(fragment, errors="strict"))
+    return {f for f in expanded if len(f) >= 2}
+
+
+def redact_message(message: str, dsn: str, *, parse_error: bool = False) -> str:
+    """A libpq message about `dsn` with every fragment that may be its password masked.
+
+    In a parse error libpq quotes the token it could not read — a percent-encoded password,
+    the whole URI, the part of an unquoted password after a space — so there every quoted
+    token longer than one character is masked too.
+    """
+    for fragment in sorted(_secret_fragments(dsn), key=len, reverse=True):
+        message = message.replace(fragment, "***")
+    if not parse_error:
+        return message
+    return _QUOTED.sub(lambda m: m.group(0) if len(m.group(1)) <= 1 else '"***"', message)
 
 
 class _Section(BaseModel):
@@ -88,7 +136,14 @@ class _Section(BaseModel):
 
 
 class ProductionSettings(_Section):
-    dsn: str = Field(description="Production DSN: a literal connection string or env:NAME")
+    dsn: str = Field(
+        description="Production DSN of the least-privilege reader: a connection string or env:NAME"
+    )
+    apply_dsn: str | None = Field(
+        None,
+        description="DSN of the role that may write, used only by rollout apply --execute"
+        " and watch (default: dsn)",
+    )
     statement_timeout: str = Field("30s", description="Timeout of every production statement")
     lock_timeout: str = Field("2s", description="Lock timeout of every production statement")
     scan_budget_rows: int = Field(
@@ -113,7 +168,21 @@ class GuardSettings(_Section):
     app_roles: list[str] = Field(default_factory=list, description="Application roles to lock out")
     allow_functions: list[str] = Field(
         default_factory=list,
-        description="Volatile functions you vouch are free of side effects on production",
+        description="User-defined functions you trust to run on production (schema.name,"
+        " schema.*, or a bare name in every schema); the report lists them",
+    )
+    allow_extensions: list[str] = Field(
+        default_factory=list,
+        description="Extensions whose functions you trust to run on production (e.g. citext)",
+    )
+    allow_foreign_tables: list[str] = Field(
+        default_factory=list,
+        description="Foreign tables production reads may open (schema.name or schema.*)",
+    )
+    allow_privileged_role: bool = Field(
+        False,
+        description="Accept a production reader with more than read privileges (stated in"
+        " doctor, the audit log and every report)",
     )
 
     @field_validator("clone_name_pattern")
@@ -192,6 +261,7 @@ class Config:
     objectives: tuple[Objective, ...]
     targets: tuple[Target, ...]
     production_dsn: Dsn
+    apply_dsn: Dsn | None
     clone_server_dsn: Dsn | None
     text: str
 
@@ -262,6 +332,14 @@ def parse(text: str, file: Path) -> Config:
     production_dsn = Dsn(
         doc.production.dsn, file, "production.dsn", locate(text, ("production", "dsn"))
     )
+    apply_dsn = None
+    if doc.production.apply_dsn is not None:
+        apply_dsn = Dsn(
+            doc.production.apply_dsn,
+            file,
+            "production.apply_dsn",
+            locate(text, ("production", "apply_dsn")),
+        )
     clone_dsn = None
     if doc.clone.server_dsn is not None:
         clone_dsn = Dsn(
@@ -288,6 +366,7 @@ def parse(text: str, file: Path) -> Config:
         objectives=tuple(doc.objective),
         targets=tuple(doc.target),
         production_dsn=production_dsn,
+        apply_dsn=apply_dsn,
         clone_server_dsn=clone_dsn,
         text=text,
     )

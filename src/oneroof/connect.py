@@ -22,10 +22,10 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql as pgsql
 
-from oneroof import guard
-from oneroof.config import Config, Dsn, redact
+from oneroof import catalog, guard, roles
+from oneroof.config import Config, Dsn, redact_message
 from oneroof.errors import ConfigError, DatabaseError, ForbiddenAction, ServerUnreachable
-from oneroof.evidence import Evidence
+from oneroof.evidence import Evidence, storable
 
 PRODUCTION = "production"
 CLONE = "clone"
@@ -109,8 +109,8 @@ _INTERNAL_EXACT = frozenset(
         XACT_TABLE_STATS,
         COMMIT,
         ROLLBACK,
-        guard.CATALOG_QUERY_FUNCTIONS,
-        guard.CATALOG_QUERY_OPERATORS,
+        roles.PRIVILEGES_QUERY,
+        *catalog.all_query_shapes(),
         *FORMAT_SETTINGS,
     }
 )
@@ -123,6 +123,17 @@ _LOCAL_TIMEOUT = re.compile(r"^SET LOCAL statement_timeout = '\d+ms'$")
 def local_timeout(milliseconds: int) -> str:
     """The internal statement that sets the statement timeout of the open transaction."""
     return f"SET LOCAL statement_timeout = '{int(milliseconds)}ms'"
+
+
+def _classify(statement: str, catalog_: catalog.Catalog | None) -> guard.Verdict:
+    """The guard's verdict, after refusing text that is not valid UTF-8 (it cannot be sent)."""
+    if storable(statement) != statement:
+        return guard.Verdict(
+            False,
+            guard.Kind.UNPARSEABLE,
+            "the statement is not valid UTF-8 (its undecodable bytes are shown as \\xNN)",
+        )
+    return guard.classify(statement, catalog_)
 
 
 def _is_internal(statement: str) -> bool:
@@ -140,7 +151,7 @@ def _describe(dsn: str) -> str:
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        return redact(dsn)
+        return "(an unparseable connection string)"
     host = str(params.get("host") or params.get("hostaddr") or "localhost (default socket)")
     port = str(params.get("port") or "5432")
     database = str(params.get("dbname") or params.get("user") or "")
@@ -156,11 +167,15 @@ def _connect(dsn: str, role: str, key: str, **overrides: Any) -> psycopg.Connect
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[0].rsplit("failed:", 1)[-1].strip() if lines else "no answer"
         raise ServerUnreachable(
-            f"cannot reach the {role} server at {_describe(dsn)}: {reason} — check that the "
-            f"server is running, the host, port and database in {key}, and the credentials"
+            f"cannot reach the {role} server at {_describe(dsn)}: {redact_message(reason, dsn)}"
+            f" — check that the server is running, the host, port and database in {key}, "
+            "and the credentials"
         ) from None
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"{key}: not a valid connection string: {exc}") from None
+        raise ConfigError(
+            f"{key}: not a valid connection string: "
+            f"{redact_message(str(exc).strip(), dsn, parse_error=True)}"
+        ) from None
 
 
 class Session:
@@ -171,7 +186,7 @@ class Session:
         conn: psycopg.Connection[Any],
         role: str,
         evidence: Evidence | None,
-        catalog: guard.Catalog | None,
+        catalog: catalog.Catalog | None,
     ) -> None:
         self._conn = conn
         self.role = role
@@ -181,6 +196,10 @@ class Session:
         self._writing = False
         self._savepoints = 0
         self.writer = False
+        self.privileges: roles.RolePrivileges | None = None
+        self.privileged_allowed = False
+        # the longest statement timeout a transaction may set: production's own, never more
+        self.max_timeout_ms: int | None = None
         self.identity = self._read_identity()
 
     # -- statements -------------------------------------------------------------------------
@@ -223,7 +242,7 @@ class Session:
         """Like `execute`, but also returns the column names."""
         if self.role != PRODUCTION:
             return self._send(statement, params, "clone")
-        verdict = guard.classify(statement, self.catalog)
+        verdict = _classify(statement, self.catalog)
         if not verdict.allowed:
             self._audit(verdict.kind, statement, "refused", reason=verdict.reason)
             verdict.raise_if_refused(statement, self.role)
@@ -321,7 +340,7 @@ class Session:
         """Send one statement of a gated artifact inside `write_transaction` (audited)."""
         if self.role == PRODUCTION and not (self.writer and self._writing):
             raise ForbiddenAction("refused: writes to production only inside a gated apply")
-        verdict = guard.classify(statement, self.catalog)
+        verdict = _classify(statement, self.catalog)
         if verdict.kind in (guard.Kind.TRANSACTION, guard.Kind.MULTI, guard.Kind.UNPARSEABLE):
             self._audit(verdict.kind, statement, "refused", reason=verdict.reason, **audit)
             raise ForbiddenAction(
@@ -331,6 +350,16 @@ class Session:
             )
         self._audit(verdict.kind, statement, "apply", **audit)
         return self._send(statement, params, verdict.kind)
+
+    def set_statement_timeout(self, milliseconds: int) -> int:
+        """Set the open transaction's statement timeout; on production never above its own.
+
+        Returns the timeout set. A check file may lower production's timeout, not raise it.
+        """
+        if self.max_timeout_ms is not None:
+            milliseconds = min(milliseconds, self.max_timeout_ms)
+        self.internal(local_timeout(milliseconds))
+        return milliseconds
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -420,19 +449,60 @@ def production_options(config: Config) -> str:
     )
 
 
+def trust(config: Config) -> catalog.Trust:
+    """What `[guard]` trusts beyond the built-ins."""
+    return catalog.Trust(
+        functions=tuple(config.guard.allow_functions),
+        extensions=frozenset(config.guard.allow_extensions),
+        foreign_tables=tuple(config.guard.allow_foreign_tables),
+    )
+
+
+def read_catalog(session: Session, config: Config) -> catalog.Catalog:
+    """The guard's catalog of the session's server (internal statements, one per query)."""
+    results = [session.internal(q) for q in catalog.queries(session.identity.server_version_num)]
+    return catalog.Catalog.build(catalog.rows_from_results(results), trust(config))
+
+
+def statement_timeout_ms(config: Config) -> int:
+    """`[production] statement_timeout` in milliseconds (a bare number is milliseconds)."""
+    from oneroof.sqltext import setting_ms
+
+    try:
+        return setting_ms(config.production.statement_timeout)
+    except ValueError as exc:
+        raise ConfigError(
+            f"production.statement_timeout: {exc}",
+            file=config.file,
+            line=config.line_of("production", "statement_timeout"),
+        ) from None
+
+
 def open_production(config: Config, evidence: Evidence) -> Session:
-    """A read-only, guarded, audited session on production."""
-    dsn = config.production_dsn.resolve()
+    """A read-only, guarded, audited session on production, as the least-privilege reader.
+
+    Refused (`ForbiddenAction`) when the role may do more than read, unless
+    `[guard] allow_privileged_role` accepts it; then the audit log says so.
+    """
+    return _open_production(config, evidence, config.production_dsn, applier=False)
+
+
+def _open_production(
+    config: Config, evidence: Evidence, dsn_setting: Dsn, *, applier: bool
+) -> Session:
+    dsn = dsn_setting.resolve()
+    max_timeout_ms = statement_timeout_ms(config)
     conn = _connect(
         dsn,
         PRODUCTION,
-        "production.dsn",
+        dsn_setting.key,
         options=production_options(config),
-        application_name="oneroof",
+        application_name="oneroof-apply" if applier else "oneroof",
     )
     try:
         evidence.audit(PRODUCTION, guard.Kind.INTERNAL, "-- connect", "sent", target=_describe(dsn))
         session = Session(conn, PRODUCTION, evidence, None)
+        session.max_timeout_ms = max_timeout_ms
         flag = session.internal(READ_ONLY_PROOF)
         if not flag or flag[0][0] != "on":
             # A pooler that drops startup options would leave the session writable: refuse it.
@@ -441,14 +511,28 @@ def open_production(config: Config, evidence: Evidence) -> Session:
                 f"{flag[0][0] if flag else 'unknown'}); is a connection pooler dropping "
                 "startup options? Connect oneroof to the server directly"
             )
-        functions = session.internal(guard.CATALOG_QUERY_FUNCTIONS)
-        operators = session.internal(guard.CATALOG_QUERY_OPERATORS)
-        allowed = frozenset(name.lower() for name in config.guard.allow_functions)
-        session.catalog = guard.Catalog.from_rows(
-            [(str(a), str(b), str(c)) for a, b, c in functions],
-            [(str(a), str(b), str(c)) for a, b, c in operators],
-            allowed,
-        )
+        privileges = roles.RolePrivileges.from_rows(session.internal(roles.PRIVILEGES_QUERY))
+        session.privileges = privileges
+        excess = roles.excess(privileges)
+        if excess and not applier:
+            if not config.guard.allow_privileged_role:
+                evidence.audit(
+                    PRODUCTION,
+                    guard.Kind.INTERNAL,
+                    "-- privileged role refused",
+                    "refused",
+                    excess=[e.describe() for e in excess],
+                )
+                raise ForbiddenAction(roles.refusal_message(privileges))
+            session.privileged_allowed = True
+            evidence.audit(
+                PRODUCTION,
+                guard.Kind.INTERNAL,
+                "-- privileged role allowed by [guard] allow_privileged_role",
+                "sent",
+                excess=[e.describe() for e in excess],
+            )
+        session.catalog = read_catalog(session, config)
         return session
     except BaseException:
         conn.close()
@@ -473,10 +557,12 @@ def prove_read_only(session: Session) -> str:
 def open_production_writer(config: Config, evidence: Evidence) -> Session:
     """A production session that may open gated write transactions (rollout apply only).
 
-    It is opened read-only like every other; only `write_transaction()` switches one
-    transaction to READ WRITE, and every statement in it is audited as an apply.
+    It connects as `[production] apply_dsn` (else `dsn`) and is opened read-only like every
+    other; only `write_transaction()` switches one transaction to READ WRITE, and every
+    statement in it is audited as an apply.
     """
-    session = open_production(config, evidence)
+    setting = config.apply_dsn or config.production_dsn
+    session = _open_production(config, evidence, setting, applier=True)
     session.writer = True
     return session
 

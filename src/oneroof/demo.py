@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from oneroof import campaign, clone, config, connect, rollout
+from oneroof import campaign, clone, config, connect, roles, rollout
 from oneroof.embedded import EmbeddedServer
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence
@@ -121,7 +121,11 @@ def run(
         generator = load_generator(workspace)
         with connect.open_admin(production.dsn()) as admin:
             admin.execute(f'create database "{PRODUCTION_DATABASE}"')
-        os.environ["ONEROOF_PROD_DSN"] = production.dsn(PRODUCTION_DATABASE)
+        # production is read by a least-privilege reader, made with the SQL docs/safety.md shows
+        with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as admin:
+            admin.execute(roles.reader_sql(roles.READER_ROLE, PRODUCTION_DATABASE))
+        os.environ["ONEROOF_PROD_DSN"] = production.dsn(PRODUCTION_DATABASE, user=roles.READER_ROLE)
+        os.environ["ONEROOF_APPLY_DSN"] = production.dsn(PRODUCTION_DATABASE)
         os.environ["ONEROOF_NONPROD_DSN"] = nonprod.dsn()
         say(f"generating production: {objects} objects, gap {gap}, seed {seed}")
         with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as world:

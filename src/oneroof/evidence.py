@@ -41,6 +41,19 @@ create index if not exists records_kind on records(kind, seq);
 """
 
 
+def storable(text: str) -> str:
+    """`text` as valid UTF-8: bytes that are not (argv's surrogate escapes) shown as \\xNN."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no byte decoded to
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    return text
+
+
 def canonical_json(value: Any) -> str:
     """The one JSON form that is hashed: sorted keys, no spaces, UTF-8 kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -123,7 +136,8 @@ class Evidence:
         sql: str | None = None,
     ) -> Record:
         """Append one record at the end of the chain and return it."""
-        text = canonical_json(payload or {})
+        text = storable(canonical_json(payload or {}))
+        sql = storable(sql) if sql is not None else None
         at = datetime.now(UTC).isoformat(timespec="microseconds")
         with self._lock:
             # IMMEDIATE serialises appenders across processes: the chain never forks.

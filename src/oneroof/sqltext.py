@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pglast
 
@@ -50,3 +51,29 @@ def split(text: str, first_line: int = 1) -> list[Statement]:
         if sql:
             statements.append(Statement(sql, first_line + text.count("\n", 0, part.start or 0)))
     return statements
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min|h)$", re.IGNORECASE)
+_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's limit for statement_timeout
+
+
+def duration_ms(text: str) -> int:
+    """Milliseconds of a duration like `500ms`, `5s`, `2min` or `1h`; ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"not a duration like 500ms, 5s or 2min: {text!r}")
+    milliseconds = Decimal(match.group(1)) * _UNITS_MS[match.group(2).lower()]
+    if milliseconds < 1:
+        raise ValueError(f"a timeout must be at least 1ms: {text!r}")
+    if milliseconds > MAX_TIMEOUT_MS:
+        raise ValueError(f"a timeout must be under 24 days: {text!r}")
+    return int(milliseconds)
+
+
+def setting_ms(text: str) -> int:
+    """A duration setting as PostgreSQL reads it: a duration, or bare milliseconds."""
+    value = text.strip()
+    if value.isdigit() and int(value) > 0:
+        return min(int(value), MAX_TIMEOUT_MS)
+    return duration_ms(value)

@@ -51,7 +51,7 @@ from oneroof.config import Config
 from oneroof.connect import CLONE, PRODUCTION, Session
 from oneroof.errors import BadInput, ForbiddenAction
 from oneroof.evidence import Evidence
-from oneroof.sqltext import Statement
+from oneroof.sqltext import Statement, duration_ms
 
 TARGETS = (CLONE, PRODUCTION)
 CHECKS = "checks"
@@ -172,36 +172,7 @@ _DIRECTIVE = re.compile(
     r"^[ \t]*--[ \t]*(check|expect|timeout|scenario|step|assert)[ \t]*:(.*)$", re.IGNORECASE
 )
 _TRAILING_COMMENT = re.compile(r"\s+--.*$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min|h)$", re.IGNORECASE)
-_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 _SQLSTATE = re.compile(r"^[0-9A-Z]{5}$")
-_MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's limit for statement_timeout
-
-
-def duration_ms(text: str) -> int:
-    """Milliseconds of a duration like `500ms`, `5s`, `2min` or `1h`; ValueError otherwise."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"not a duration like 500ms, 5s or 2min: {text!r}")
-    milliseconds = Decimal(match.group(1)) * _UNITS_MS[match.group(2).lower()]
-    if milliseconds < 1:
-        raise ValueError(f"a timeout must be at least 1ms: {text!r}")
-    if milliseconds > _MAX_TIMEOUT_MS:
-        raise ValueError(f"a timeout must be under 24 days: {text!r}")
-    return int(milliseconds)
-
-
-def config_timeout_ms(cfg: Config) -> int:
-    """The default statement timeout of a run: `production.statement_timeout` (bare = ms)."""
-    text = cfg.production.statement_timeout.strip()
-    try:
-        return int(text) if text.isdigit() and int(text) > 0 else duration_ms(text)
-    except ValueError as exc:
-        raise BadInput(
-            f"production.statement_timeout: {exc}",
-            file=cfg.file,
-            line=cfg.line_of("production", "statement_timeout"),
-        ) from None
 
 
 def parse_expectation(text: str) -> Expectation:
@@ -768,7 +739,7 @@ def run(
         raise BadInput(f"target must be clone or production, not {target!r}")
     if session is not None and session.role != target:
         raise BadInput(f"the session given is a {session.role} session, not a {target} one")
-    default_ms = config_timeout_ms(cfg)
+    default_ms = connect.statement_timeout_ms(cfg)
     own = session is None
     if session is None:
         if target == CLONE:
@@ -870,7 +841,7 @@ class _Runner:
         rows: list[tuple[Any, ...]] = []
         try:
             with self.session.transaction():
-                self.session.internal(connect.local_timeout(item.timeout_ms or self.default_ms))
+                self.session.set_statement_timeout(item.timeout_ms or self.default_ms)
                 rows = self.session.query(item.statements[0].sql)[1]
         except ForbiddenAction as exc:
             return self._emit(_refused(file, item, exc, clock))
@@ -943,7 +914,7 @@ class _Runner:
         current = item.statements[0]
         try:
             with self.session.savepoint():
-                self.session.internal(connect.local_timeout(timeout_ms))
+                self.session.set_statement_timeout(timeout_ms)
                 for current in item.statements:
                     self.session.execute(current.sql)
         except ForbiddenAction as exc:
@@ -967,7 +938,7 @@ class _Runner:
         rows: list[tuple[Any, ...]] = []
         try:
             with self.session.savepoint():
-                self.session.internal(connect.local_timeout(timeout_ms))
+                self.session.set_statement_timeout(timeout_ms)
                 rows = self.session.query(item.statements[0].sql)[1]
                 raise _Undo  # an assertion observes; whatever it did is rolled back
         except _Undo:
