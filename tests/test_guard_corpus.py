@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from psycopg import sql as pgsql
 
+from fix_pg import READER
 from oneroof import config, connect, guard
 from oneroof.catalog import Catalog
 from oneroof.errors import ForbiddenAction
@@ -1423,23 +1425,36 @@ def _run_raw_statement(conn: psycopg.Connection[Any], statement: str, case: Case
 
 
 def raw_run(
-    env: Env, case: Case, *, with_statement: bool, control_changed: bool | None = None
+    env: Env,
+    case: Case,
+    *,
+    with_statement: bool,
+    control_changed: bool | None = None,
+    reader: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the case raw on the scratch copy, as a superuser: the snapshots before and after.
+    """Run the case raw on the scratch copy: the snapshots before and after.
 
-    Both are taken on the connection that runs it, the first before the prelude. With
-    `control_changed`, a trace another process reports asynchronously is waited for.
+    As a superuser; with `reader`, as the least-privilege reader inside READ ONLY
+    transactions — the walls without the guard. Both snapshots are taken on the connection
+    that runs it, the first before the prelude. With `control_changed`, a trace another
+    process reports asynchronously is waited for.
     """
     side = env.scratch
     if case.trace == "victims":
         side.ensure_victim()
     side.drain()
     options = {"options": case.options} if case.options else {}
-    conn = psycopg.connect(side.dsn, autocommit=True, prepare_threshold=None, **options)
+    dsn = side.dsn
+    if reader:
+        options = {"options": f"{case.options or ''} {RO}".strip()}
+        dsn = psycopg.conninfo.make_conninfo(side.dsn, user=READER)
+    conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None, **options)
     try:
         pre = snapshot(env, side, conn, case, 0.0)
         for statement in case.prelude:
-            conn.execute(side.fill(statement))
+            # the reader may not even set an attack up: that is the wall working
+            with contextlib.suppress(*((psycopg.Error,) if reader else ())):
+                conn.execute(side.fill(statement))
         elapsed = 0.0
         if with_statement:
             started = time.monotonic()
@@ -1572,3 +1587,49 @@ def test_plain_read_is_allowed_sent_and_audited(env: Env, case: Case) -> None:
     # the same log check that finds no refused statement finds every read: it can fail
     if env.log_path is not None:
         assert f"corpus-{env.tok}-{case.id} " in new_log_text(env, offset)
+
+
+# What the role and READ ONLY alone still let through: attacks that need no privilege. The
+# guard refuses them; without it they would leave these traces. Every other attack of the
+# corpus is stopped by the least-privilege reader inside a READ ONLY transaction.
+NO_PRIVILEGE_TRACES = {
+    "settings": "SET, RESET and set_config change the session",
+    "transaction": "transaction control changes the session",
+    "listen": "LISTEN is session state",
+    "prepared": "prepared statements are session state",
+    "cursors": "cursors are session state",
+    "locks": "advisory and ACCESS SHARE locks are open to every reader",
+    "elapsed": "any role may hold its snapshot and connection",
+    "notify": "NOTIFY and pg_notify work in a READ ONLY transaction",
+}
+NO_PRIVILEGE_CASES = {
+    # SELECT on a file_fdw table (pg_read_all_data grants it) runs its program on the server
+    "file-fdw-program": "a reader may read a foreign table whose program runs on the server",
+}
+
+
+@pytest.mark.slow
+def test_the_privilege_wall_alone_stops_every_attack_that_needs_a_privilege(env: Env) -> None:
+    """Run each traced attack raw as the reader in READ ONLY: only the known few leave a trace."""
+    traced = [case for case in FORBIDDEN if case.trace is not None]
+    through: list[str] = []
+    for case in traced:
+        before_control, after_control = raw_run(env, case, with_statement=False, reader=True)
+        control_changed = before_control[case.trace] != after_control[case.trace]
+        before, after = raw_run(
+            env, case, with_statement=True, control_changed=control_changed, reader=True
+        )
+        if (before[case.trace] != after[case.trace]) != control_changed:
+            through.append(case.id)
+    by_id = {case.id: case for case in traced}
+    unexpected = sorted(
+        c
+        for c in through
+        if by_id[c].trace not in NO_PRIVILEGE_TRACES and c not in NO_PRIVILEGE_CASES
+    )
+    assert unexpected == [], f"the role and READ ONLY let these through: {unexpected}"
+    beyond_session = [c for c in through if by_id[c].trace not in ("settings", "transaction")]
+    print(
+        f"\n{len(through)} of {len(traced)} traced attacks leave a trace with the role and"
+        f" READ ONLY alone; beyond the session's own state: {sorted(beyond_session)}"
+    )

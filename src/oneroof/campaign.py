@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from oneroof import clone, connect, fingerprint, gates, rollout, suite
+from oneroof import clone, connect, fingerprint, gates, roles, rollout, suite
 from oneroof.config import Config, Objective, Target
 from oneroof.errors import BadInput, OneroofError
 from oneroof.evidence import Evidence
@@ -111,7 +111,13 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
             counters=cfg.counters,
             scan_budget_rows=cfg.production.scan_budget_rows,
         )
+        role_fact, role_note = _role_facts(session)
     fingerprint.save(evidence, entry, label="entry")
+    if role_note:
+        notes.append(role_note)
+    trusted = connect.trust(cfg).describe()
+    if trusted:
+        notes.append("Trusted by [guard] beyond the built-ins: " + "; ".join(trusted) + ".")
     notes += list(entry.notes)
 
     say(f"clone {name}: create or verify")
@@ -213,6 +219,7 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
             "entry WAL": entry.wal,
             "exit WAL": exit_fp.wal,
             "clone": name,
+            "production role": role_fact,
             "production": f"{entry.identity.get('database')} on "
             f"{entry.identity.get('host')}:{entry.identity.get('port')}",
             **{f"counter {k}": v for k, v in sorted(measured.items())},
@@ -223,6 +230,21 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
     files = write_all(report, directory)
     evidence.append("campaign", {"directory": str(directory), "report": report.to_dict()})
     return CampaignResult(report, directory, files)
+
+
+def _role_facts(session: connect.Session) -> tuple[str, str | None]:
+    """The production reader as the report states it, and a warning when it is privileged."""
+    privileges = session.privileges
+    user = privileges.user if privileges else "?"
+    if not session.privileged_allowed or privileges is None:
+        return f"{user} (least privilege)", None
+    excess = "; ".join(e.what for e in roles.excess(privileges))
+    return (
+        f"{user} (PRIVILEGED, allowed by [guard] allow_privileged_role)",
+        f"Production was read by the privileged role {user} ({excess}), accepted by "
+        "[guard] allow_privileged_role = true: only the guard and the read-only "
+        "transaction stood between oneroof and production.",
+    )
 
 
 def _clone_freshness(

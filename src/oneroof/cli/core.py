@@ -36,6 +36,29 @@ def doctor(
             "read_only_proof": connect.prove_read_only(session),
             "statement_timeout": session.setting("statement_timeout"),
         }
+        privileges = session.privileges.as_dict() if session.privileges else {}
+        report["production_role"] = {
+            "user": privileges.get("user"),
+            "member_of": ", ".join(privileges.get("member_of", [])) or "none",
+            "attributes": ", ".join(
+                f"{role}: {'/'.join(flags)}"
+                for role, flags in privileges.get("attributes", {}).items()
+                if flags
+            )
+            or "none",
+            "write_privileges": ", ".join(
+                f"{p} on {v['relations']}"
+                for p, v in privileges.get("write_privileges", {}).items()
+            )
+            or "none",
+            "least_privilege": not privileges.get("excess"),
+            "privileged_role_allowed": (
+                "yes — [guard] allow_privileged_role = true: " + "; ".join(privileges["excess"])
+                if session.privileged_allowed
+                else "no"
+            ),
+            "trusted": "; ".join(connect.trust(cfg).describe()) or "nothing beyond built-ins",
+        }
     if cfg.clone_server_dsn is not None:
         with connect.open_server(cfg) as server:
             report["nonprod_server"] = server.identity.as_dict()
@@ -169,7 +192,8 @@ def audit_verify(
 _INIT_TOML = """\
 # oneroof workspace. Start with these three sections; every other one is optional.
 [production]
-dsn = "env:PROD_DSN"              # a literal DSN or env:NAME; read-only, always
+dsn = "env:PROD_DSN"              # the least-privilege reader (docs/safety.md); env:NAME or a DSN
+# apply_dsn = "env:APPLY_DSN"     # the role `rollout apply --execute` writes with
 
 [clone]
 server_dsn = "env:NONPROD_DSN"    # maintenance DSN on the non-production server
@@ -177,6 +201,8 @@ name = "app_clone"
 
 [guard]
 clone_name_pattern = "^[a-z0-9_]+_(clone|nonprod)$"
+# allow_functions = ["app.is_valid_iban"]   # your own functions reads may run
+# allow_extensions = ["citext"]             # extensions whose functions reads may run
 """
 
 
