@@ -495,8 +495,8 @@ def test_an_interrupted_create_is_refused_by_verify_and_rebuilt(
         raise Crash
 
     with monkeypatch.context() as patch, pytest.raises(Crash):
-        patch.setattr(clone, "_abandon", lambda *args, **kwargs: None)
-        patch.setattr(clone, "_restore", crash)
+        patch.setattr(clone.creation, "_abandon", lambda *args, **kwargs: None)
+        patch.setattr(clone.creation, "_restore", crash)
         clone.create(cfg, evidence)
     assert clone.read_marker(cfg)["state"] == "creating"  # type: ignore[index]
     result = clone.verify(cfg, evidence)
@@ -519,8 +519,8 @@ def test_a_create_interrupted_while_making_the_golden_copy_is_rebuilt(
         real(server, database, marker)
 
     with monkeypatch.context() as patch, pytest.raises(Crash):
-        patch.setattr(clone, "_abandon", lambda *args, **kwargs: None)
-        patch.setattr(clone, "_write_marker", crash_on_golden)
+        patch.setattr(clone.creation, "_abandon", lambda *args, **kwargs: None)
+        patch.setattr(clone.creation, "_write_marker", crash_on_golden)
         clone.create(cfg, evidence)
     assert databases(nonprod_server)[golden_name(name)] is None  # unmarked
     assert not clone.verify(cfg, evidence).ok

@@ -196,7 +196,7 @@ def test_plan_command_shows_order_checksums_auto_set_gates_and_lint(env: Env) ->
 
 
 def test_plan_without_squawk_says_so(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rollout, "squawk_path", lambda: None)
+    monkeypatch.setattr(rollout.linting, "squawk_path", lambda: None)
     findings, note = rollout.lint(env.plan())
     assert findings == [] and note is not None and "squawk is not installed" in note
 

@@ -86,6 +86,31 @@ def test_checksum_is_of_the_exact_bytes() -> None:
     assert parsed.items[0].expect is not None and parsed.items[0].expect.kind == "true"
 
 
+@pytest.mark.parametrize(
+    ("expect", "value"),
+    [
+        ("value='a -- b'", "a -- b"),
+        ("value='a -- b'   -- a note", "a -- b"),
+        ("value='it''s -- kept' -- dropped", "it's -- kept"),
+        ("value = 'x--y'", "x--y"),
+        ("value=''  -- the empty string", ""),
+        ("value=a -- a note", "a"),
+        ("value=Bob's -- an apostrophe opens no quote", "Bob's"),
+        ("value='a -- never closed", "'a"),
+    ],
+)
+def test_a_double_dash_inside_a_quoted_value_is_no_comment(expect: str, value: str) -> None:
+    parsed = parse(f"-- check: c\n-- expect: {expect}\nselect 1;\n")
+    expectation = parsed.items[0].expect
+    assert expectation is not None and expectation.kind == "value"
+    assert expectation.value == value
+
+
+def test_a_double_dash_inside_a_quoted_scenario_name_is_no_comment() -> None:
+    parsed = parse("-- scenario: 'a -- b' -- a note\n-- step: s\nselect 1;\n")
+    assert parsed.scenario == "'a -- b'"
+
+
 # -- scenario files ----------------------------------------------------------------------------
 
 

@@ -1,0 +1,500 @@
+"""`create`: copy production into a new clone, by dump or by template, and keep its golden copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+from psycopg import sql
+
+from oneroof import __version__, connect, dump, fingerprint
+from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
+from oneroof.clone.isolation import isolate
+from oneroof.clone.lifecycle import _abandon, _drop_database, _template_copy, _terminate_others
+from oneroof.clone.marker import (
+    CREATING,
+    MARKER_VERSION,
+    READY,
+    ROLE_CLONE,
+    ROLE_GOLDEN,
+    CloneInfo,
+    _database,
+    _guard_name,
+    _interrupted,
+    _journal,
+    _process_alive,
+    _refuse_production_database,
+    _write_marker,
+    golden_name,
+)
+from oneroof.clone.process import _client, _spawn, _stop, _tail
+from oneroof.config import Config, redact
+from oneroof.connect import ServerIdentity, Session
+from oneroof.errors import BadInput, CheckFailed, DatabaseError, ForbiddenAction
+from oneroof.evidence import Evidence
+from oneroof.fingerprint import Fingerprint
+
+DUMP_APP = "oneroof-dump"
+RESTORE_APP = "oneroof-restore"
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+
+
+# -- production facts -------------------------------------------------------------------------
+
+# The roles a dump of the database names: owners, grantees and policy roles (pg_shdepend),
+# and the bootstrap superuser, whose dependencies are not recorded.
+_ROLES_QUERY = (
+    "select r.rolname::text from pg_catalog.pg_roles r where r.oid = 10"
+    " or r.oid in (select d.refobjid from pg_catalog.pg_shdepend d"
+    " where d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass"
+    " and d.dbid = (select oid from pg_catalog.pg_database where datname = current_database()))"
+    " order by 1"
+)
+_ENCODING_QUERY = (
+    "select pg_catalog.pg_encoding_to_char(d.encoding)::text, d.datcollate::text,"
+    " d.datctype::text from pg_catalog.pg_database d where d.datname = current_database()"
+)
+_OTHER_SESSIONS = (
+    "select count(*) from pg_catalog.pg_stat_activity"
+    " where datname = %s and pid <> pg_catalog.pg_backend_pid()"
+)
+
+
+def create(
+    cfg: Config,
+    evidence: Evidence,
+    name: str | None = None,
+    *,
+    production_session: Session | None = None,
+    step: Step | None = None,
+) -> CloneInfo:
+    """Copy production into a new, isolated, marked clone and keep its golden copy.
+
+    Refuses (`ForbiddenAction`, nothing changed) a name the guard does not accept, the
+    production database itself, and a database of that name that is not ours. An
+    interrupted create of the same name is dropped and rebuilt; a ready clone is left alone
+    (`BadInput`: reset or drop it first).
+    """
+    say = step or _quiet
+    started = time.perf_counter()
+    target = _target(cfg, name)
+    connect.check_clone_name(target, cfg.guard.clone_name_pattern)  # before any connection
+    golden = golden_name(target)
+    method = cfg.clone.method
+    session = production_session or connect.open_production(cfg, evidence)
+    own = production_session is None
+    try:
+        identity = session.identity
+        _guard_name(cfg, target, identity)
+        with connect.open_server(cfg) as server:
+            _refuse_production_database(server, target, identity)
+            _refuse_production_database(server, golden, identity)
+            if method == "template":
+                if server.identity.system_identifier != identity.system_identifier:
+                    raise BadInput(
+                        "clone.method = 'template' copies the database inside one server, but "
+                        "[clone] server_dsn is another cluster than production; use "
+                        "method = 'dump'"
+                    )
+            else:
+                dump.require_client_can_read(cfg, identity.server_version_num, "production")
+            recovered = _prepare_create(cfg, evidence, server, target, golden, identity, say)
+            _journal(evidence, "create-started", target, server, method=method)
+            marker: dict[str, Any] = {
+                "version": MARKER_VERSION,
+                "state": CREATING,
+                "role": ROLE_CLONE,
+                "name": target,
+                "method": method,
+                "started_at": _now(),
+                "source": identity.as_dict(),
+                "golden": golden,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "tool": f"oneroof {__version__}",
+            }
+            phases: dict[str, float] = {}
+            try:
+                if method == "template":
+                    source = _copy_by_template(
+                        cfg, evidence, server, session, own, target, identity, marker, phases, say
+                    )
+                else:
+                    source = _copy_by_dump(
+                        cfg, evidence, server, session, target, identity, marker, phases, say
+                    )
+                    if own:
+                        session.close()
+                fingerprint.save(evidence, source, label=f"clone-source:{target}")
+                marker["source_fingerprint"] = source.id
+                marker["source_wal"] = source.wal
+                marker["source_taken_at"] = source.taken_at
+                _write_marker(server, target, marker)
+                tick = time.perf_counter()
+                say(f"isolating {target}")
+                with connect.open_clone(cfg, evidence, target, production=identity) as clone:
+                    marker["isolation"] = isolate(cfg, server, clone, target, say)
+                marker["isolation"]["created_roles"] = marker.pop("created_roles", [])
+                phases["isolate"] = time.perf_counter() - tick
+                tick = time.perf_counter()
+                _make_golden(cfg, evidence, server, target, golden, identity, marker, say)
+                phases["golden"] = time.perf_counter() - tick
+                marker.pop("golden_state", None)
+                marker.pop("pid", None)
+                marker.pop("host", None)
+                marker.pop("started_at", None)
+                marker["state"] = READY
+                marker["created_at"] = _now()
+                _write_marker(server, target, marker)
+            except BaseException as exc:
+                _abandon(cfg, evidence, server, target, golden, identity, marker, exc)
+                raise
+            _journal(evidence, "created", target, server, source_fingerprint=source.id)
+    finally:
+        if own:
+            session.close()
+    say(f"clone {target} ready (golden copy {golden})")
+    return CloneInfo(
+        "create",
+        target,
+        golden,
+        method,
+        marker,
+        time.perf_counter() - started,
+        phases,
+        recovered,
+    )
+
+
+def _prepare_create(
+    cfg: Config,
+    evidence: Evidence,
+    server: Session,
+    name: str,
+    golden: str,
+    identity: ServerIdentity,
+    say: Step,
+) -> list[str]:
+    """Refuse what is not ours; drop what an interrupted run of ours left. Checks come first."""
+    clone_db = _database(server, name)
+    golden_db = _database(server, golden)
+    drops: list[tuple[str, str, bool]] = []
+    interrupted = _interrupted(evidence, name, server)
+    if clone_db is not None:
+        marker = clone_db.marker
+        if marker is None:
+            if interrupted not in ("create-started", "reset-started"):
+                raise ForbiddenAction(
+                    f"refused: a database {name!r} exists on the non-production server and "
+                    "carries no oneroof marker, so it is not a clone this tool made; choose "
+                    "another name or remove it yourself"
+                )
+            what = "reset" if interrupted == "reset-started" else "create"
+            drops.append((name, f"{name}: unmarked leftover of an interrupted {what}", True))
+        elif clone_db.role != ROLE_CLONE or marker.get("name") != name:
+            raise ForbiddenAction(
+                f"refused: {name!r} carries the marker of {marker.get('role')} "
+                f"{marker.get('name')!r}, not of a clone named {name!r}"
+            )
+        elif clone_db.state == READY:
+            raise BadInput(
+                f"clone {name!r} already exists and is ready: verify it, or run "
+                "`oneroof clone reset` (from its golden copy) or `oneroof clone drop` first"
+            )
+        else:
+            if _process_alive(marker):
+                raise BadInput(
+                    f"clone {name!r} is being created by process {marker.get('pid')} on this "
+                    "host; wait for it to finish"
+                )
+            drops.append((name, f"{name}: interrupted create (state {clone_db.state!r})", False))
+    if golden_db is not None:
+        gmarker = golden_db.marker
+        clone_marker = clone_db.marker if clone_db is not None else None
+        if gmarker is None:
+            ours = (clone_marker or {}).get("golden_state") == CREATING or (
+                _interrupted(evidence, golden, server) == "golden-started"
+            )
+            if not ours:
+                raise ForbiddenAction(
+                    f"refused: the golden copy's name {golden!r} is taken by a database "
+                    "without a oneroof marker; remove it yourself or choose another clone name"
+                )
+            drops.append(
+                (golden, f"{golden}: unmarked leftover of an interrupted golden copy", True)
+            )
+        elif gmarker.get("role") != ROLE_GOLDEN or gmarker.get("clone") != name:
+            raise ForbiddenAction(
+                f"refused: {golden!r} carries the marker of {gmarker.get('role')} "
+                f"{gmarker.get('name')!r}, not the golden copy of {name!r}"
+            )
+        # A golden copy of ours stays until the new one replaces it: reset keeps working.
+    recovered = []
+    for database, note, unmarked in drops:
+        say(f"recovering: dropping {note}")
+        _drop_database(cfg, evidence, server, database, identity, unmarked=unmarked)
+        recovered.append(note)
+    return recovered
+
+
+def _create_database(server: Session, name: str, encoding: tuple[str, str, str] | None) -> None:
+    """CREATE DATABASE from template0 with production's encoding (and locale, if known here)."""
+    base = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(_ident(name))
+    attempts: list[sql.Composable] = []
+    if encoding is not None:
+        enc, collate, ctype = encoding
+        attempts.append(
+            base
+            + sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                sql.Literal(enc), sql.Literal(collate), sql.Literal(ctype)
+            )
+        )
+        attempts.append(base + sql.SQL(" ENCODING {}").format(sql.Literal(enc)))
+    attempts.append(base)
+    for index, statement in enumerate(attempts):
+        try:
+            _sql(server, statement)
+            return
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported):
+            if index == len(attempts) - 1:
+                raise
+
+
+def _ensure_roles(server: Session, roles: Sequence[str]) -> list[str]:
+    """Create, NOLOGIN, the roles the dump refers to that the non-production server lacks."""
+    if not roles:
+        return []
+    present = {
+        str(r[0])
+        for r in _sql(
+            server,
+            "select rolname::text from pg_catalog.pg_roles where rolname = any(%s)",
+            (list(roles),),
+        )
+    }
+    created = []
+    for role in roles:
+        if role in present:
+            continue
+        try:
+            _sql(server, sql.SQL("CREATE ROLE {} NOLOGIN").format(_ident(role)))
+        except psycopg.errors.InsufficientPrivilege:
+            missing = ", ".join(r for r in roles if r not in present)
+            raise BadInput(
+                f"the production database refers to roles the non-production server lacks "
+                f"({missing}); create them there (NOLOGIN is enough) or let the maintenance "
+                "user of clone.server_dsn create roles"
+            ) from None
+        except psycopg.errors.DuplicateObject:
+            continue
+        created.append(role)
+    return created
+
+
+def _copy_by_dump(
+    cfg: Config,
+    evidence: Evidence,
+    server: Session,
+    session: Session,
+    name: str,
+    identity: ServerIdentity,
+    marker: dict[str, Any],
+    phases: dict[str, float],
+    say: Step,
+) -> Fingerprint:
+    """pg_dump from the snapshot the source fingerprint reads, then pg_restore into the clone."""
+    encoding_rows = session.execute(_ENCODING_QUERY)
+    encoding = tuple(str(v) for v in encoding_rows[0]) if encoding_rows else None
+    say(f"creating database {name} on the non-production server")
+    _create_database(server, name, encoding)  # type: ignore[arg-type]
+    _write_marker(server, name, marker)
+    work = cfg.state_dir / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in work.glob(f"dump-{name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed create of this workspace
+    directory = Path(tempfile.mkdtemp(prefix=f"dump-{name}-", dir=work))
+    try:
+        tick = time.perf_counter()
+        source, roles, snapshot = _dump(cfg, evidence, session, directory, say)
+        phases["dump"] = time.perf_counter() - tick
+        marker["snapshot"] = snapshot
+        created_roles = _ensure_roles(server, roles)
+        marker["created_roles"] = created_roles
+        tick = time.perf_counter()
+        _restore(cfg, server, name, directory / "dump", directory / "restore.log", say)
+        phases["restore"] = time.perf_counter() - tick
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return source
+
+
+def _dump(
+    cfg: Config, evidence: Evidence, session: Session, directory: Path, say: Step
+) -> tuple[Fingerprint, list[str], str]:
+    """Export a snapshot, run pg_dump from it, and fingerprint production from it meanwhile."""
+    dsn = cfg.production_dsn.resolve()
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    options = f"{params.get('options') or ''} {READ_ONLY_OPTION}".strip()
+    conninfo, env = _client(dsn, application_name=DUMP_APP, options=options)
+    env.update(PGOPTIONS=READ_ONLY_OPTION, PGAPPNAME=DUMP_APP)
+    log = directory / "dump.log"
+    with session.transaction():
+        snapshot = str(session.scalar("select pg_export_snapshot()"))
+        command = [
+            str(dump.bin_path(cfg, "pg_dump")),
+            f"--snapshot={snapshot}",
+            "-Fd",
+            "-j",
+            str(cfg.clone.jobs),
+            "-Z",
+            "0",
+            "--no-sync",
+            "-f",
+            str(directory / "dump"),
+            "-d",
+        ]
+        evidence.audit(
+            connect.PRODUCTION,
+            "internal",
+            " ".join([*command, redact(conninfo)]),
+            "sent",
+            program="pg_dump",
+        )
+        say(f"pg_dump -j {cfg.clone.jobs} from snapshot {snapshot}; fingerprinting meanwhile")
+        process = _spawn([*command, conninfo], env, log)
+        try:
+            roles = [str(r[0]) for r in session.execute(_ROLES_QUERY)]
+            source = fingerprint.take(session, mode="full", counters=cfg.counters)
+            code = process.wait()
+        except BaseException:
+            _stop(process)
+            raise
+    if code != 0:
+        raise DatabaseError(f"pg_dump failed (exit code {code}): {_tail(log)}")
+    return source, roles, snapshot
+
+
+def _restore(
+    cfg: Config, server: Session, name: str, directory: Path, log: Path, say: Step
+) -> None:
+    dsn = psycopg.conninfo.make_conninfo(connect.server_dsn(cfg).resolve(), dbname=name)
+    conninfo, env = _client(dsn, application_name=RESTORE_APP)
+    env["PGAPPNAME"] = RESTORE_APP
+    command = [
+        str(dump.bin_path(cfg, "pg_restore")),
+        "-j",
+        str(cfg.clone.jobs),
+        "--exit-on-error",
+        "-d",
+        conninfo,
+        str(directory),
+    ]
+    say(f"pg_restore -j {cfg.clone.jobs} into {name}")
+    process = _spawn(command, env, log)
+    try:
+        code = process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    if code != 0:
+        raise DatabaseError(f"pg_restore into {name!r} failed (exit code {code}): {_tail(log)}")
+
+
+def _copy_by_template(
+    cfg: Config,
+    evidence: Evidence,
+    server: Session,
+    session: Session,
+    own: bool,
+    name: str,
+    identity: ServerIdentity,
+    marker: dict[str, Any],
+    phases: dict[str, float],
+    say: Step,
+) -> Fingerprint:
+    """CREATE DATABASE … TEMPLATE production, proven equal to the fingerprint taken before.
+
+    The copy needs production without sessions, ours included: our session is closed first
+    (a session the caller passed in stays open, and the copy is refused).
+    """
+    tick = time.perf_counter()
+    say(f"fingerprinting production {identity.database}")
+    source = fingerprint.take(session, mode="full", counters=cfg.counters)
+    if own:
+        session.close()
+    phases["fingerprint"] = time.perf_counter() - tick
+    others = int(_sql(server, _OTHER_SESSIONS, (identity.database,))[0][0])
+    refusal = (
+        f"refused: the production database {identity.database!r} has {{}} other session(s); "
+        "CREATE DATABASE … TEMPLATE needs none. Use clone.method = 'dump', which copies "
+        "from a snapshot while they keep working"
+    )
+    if others:
+        raise ForbiddenAction(refusal.format(others))
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        _ident(name), _ident(identity.database)
+    )
+    text = statement.as_string(server.raw_for_clone)
+    evidence.audit(connect.PRODUCTION, "internal", text, "sent", program="template copy")
+    tick = time.perf_counter()
+    say(f"copying {identity.database} into {name} (template)")
+    try:
+        _sql(server, statement)
+    except psycopg.errors.ObjectInUse:
+        raise ForbiddenAction(refusal.format("some")) from None
+    _write_marker(server, name, marker)
+    phases["copy"] = time.perf_counter() - tick
+    with connect.open_clone(cfg, evidence, name, production=identity) as clone:
+        copy = fingerprint.take(clone, mode="full", counters=cfg.counters)
+    differences = fingerprint.diff(source, copy)
+    if differences:
+        raise CheckFailed(
+            f"production changed between its fingerprint and the template copy "
+            f"({differences[0].describe()}); run create again, or use clone.method = 'dump'"
+        )
+    return source
+
+
+def _make_golden(
+    cfg: Config,
+    evidence: Evidence,
+    server: Session,
+    name: str,
+    golden: str,
+    identity: ServerIdentity,
+    marker: dict[str, Any],
+    say: Step,
+) -> None:
+    """Replace the golden copy with a connection-less template of the freshly isolated clone."""
+    marker["golden_state"] = CREATING
+    _write_marker(server, name, marker)
+    _journal(evidence, "golden-started", golden, server, clone=name)
+    if _database(server, golden) is not None:
+        _drop_database(cfg, evidence, server, golden, identity)
+    say(f"keeping golden copy {golden}")
+    _terminate_others(server, name)
+    _sql(server, _template_copy(server, golden, name))
+    _sql(
+        server,
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true").format(
+            _ident(golden)
+        ),
+    )
+    golden_marker = {
+        key: value
+        for key, value in marker.items()
+        if key not in ("golden_state", "pid", "host", "started_at")
+    }
+    golden_marker.update(
+        role=ROLE_GOLDEN, name=golden, clone=name, state=READY, created_at=_now(), golden=None
+    )
+    _write_marker(server, golden, golden_marker)
+    _journal(evidence, "golden-made", golden, server, clone=name)

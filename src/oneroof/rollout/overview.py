@@ -1,0 +1,111 @@
+"""Read-only views of a plan: its ledger, latest rehearsal and gates, and its lint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from oneroof import connect, gates
+from oneroof.config import Config
+from oneroof.connect import Session
+from oneroof.evidence import Evidence
+from oneroof.gates import GateResult
+from oneroof.rollout.artifact import Artifact, Plan
+from oneroof.rollout.ledger import LedgerRow, read_ledger
+from oneroof.rollout.linting import LintFinding, lint
+from oneroof.rollout.rehearsal import REHEARSAL_KIND
+
+
+@dataclass
+class PlanStatus:
+    """The ledger, the latest rehearsal and the gates of a plan."""
+
+    plan: str
+    ledger: list[LedgerRow]
+    pending: list[str]
+    conflicts: list[str]
+    rehearsal: dict[str, Any] | None
+    rehearsal_matches: bool
+    gates: list[tuple[str, GateResult]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan,
+            "ledger": [row.to_dict() for row in self.ledger],
+            "pending": self.pending,
+            "conflicts": self.conflicts,
+            "rehearsal": self.rehearsal,
+            "rehearsal_matches_checksums": self.rehearsal_matches,
+            "gates": [{"artifact": a, **g.to_dict()} for a, g in self.gates],
+        }
+
+
+def _gate_values(
+    cfg: Config, session: Session, artifacts: Iterable[Artifact]
+) -> list[tuple[str, GateResult]]:
+    chosen = list(artifacts)
+    values = gates.read_values(session, cfg, {n for a in chosen for n in a.gate_names})
+    return [(a.id, gates.evaluate(g, values)) for a in chosen for g in a.gates]
+
+
+def status(cfg: Config, evidence: Evidence, plan: Plan) -> PlanStatus:
+    """Read the ledger and the gates on production (through the guard); the latest rehearsal."""
+    with connect.open_production(cfg, evidence) as session, session.transaction():
+        ledger = read_ledger(session, plan.name)
+        results = _gate_values(cfg, session, plan.artifacts)
+    latest = None
+    for record in reversed(evidence.records(REHEARSAL_KIND)):
+        if record.payload.get("plan") == plan.name:
+            latest = record
+            break
+    summary = None
+    if latest is not None:
+        summary = {
+            "record": latest.seq,
+            "at": latest.at,
+            "ok": latest.payload.get("ok"),
+            "clone": latest.payload.get("clone"),
+            "residue_free": latest.payload.get("residue_free"),
+            "source_fingerprint": latest.payload.get("source_fingerprint"),
+        }
+    return PlanStatus(
+        plan=plan.name,
+        ledger=list(ledger.values()),
+        pending=[a.id for a in plan.artifacts if a.id not in ledger],
+        conflicts=[
+            a.id for a in plan.artifacts if a.id in ledger and ledger[a.id].checksum != a.checksum
+        ],
+        rehearsal=summary,
+        rehearsal_matches=bool(latest and latest.payload.get("checksums") == plan.checksums),
+        gates=results,
+    )
+
+
+@dataclass
+class PlanReport:
+    """`rollout plan`: order, checksums, lint, the auto-executable set and gates now."""
+
+    plan: Plan
+    findings: list[LintFinding]
+    lint_note: str | None
+    gates: list[tuple[str, GateResult]]
+    applied: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.plan.to_dict(),
+            "lint": [f.to_dict() for f in self.findings],
+            "lint_note": self.lint_note,
+            "gates": [{"artifact": a, **g.to_dict()} for a, g in self.gates],
+            "applied": self.applied,
+        }
+
+
+def describe(cfg: Config, evidence: Evidence, plan: Plan) -> PlanReport:
+    """Lint every artifact and read each gate's value on production now."""
+    findings, note = lint(plan)
+    with connect.open_production(cfg, evidence) as session, session.transaction():
+        applied = list(read_ledger(session, plan.name))
+        results = _gate_values(cfg, session, plan.artifacts)
+    return PlanReport(plan, findings, note, results, applied)
