@@ -56,3 +56,27 @@ def test_bad_limit_and_unknown_path(client) -> None:
     assert http.get("/nothing").json() == {
         "error": {"status": 404, "message": "no such resource: /nothing"}
     }
+
+
+def test_a_get_never_creates_the_evidence_store(tmp_path: Path) -> None:
+    (tmp_path / "oneroof.toml").write_text('[production]\ndsn = "env:UNSET_FOR_API"\n')
+    http = TestClient(api.create_app(config.load(tmp_path)))
+    for path in ("/api/report", "/api/audit", "/api/audit/verify", "/"):
+        assert http.get(path).status_code == 404
+    assert not (tmp_path / ".oneroof").exists()
+
+
+def test_a_corrupt_evidence_store_is_a_json_error(tmp_path: Path) -> None:
+    (tmp_path / "oneroof.toml").write_text('[production]\ndsn = "env:UNSET_FOR_API"\n')
+    (tmp_path / ".oneroof").mkdir()
+    (tmp_path / ".oneroof" / "evidence.sqlite").write_bytes(b"not sqlite at all" * 100)
+    http = TestClient(api.create_app(config.load(tmp_path)))
+    response = http.get("/api/audit")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert "not a usable evidence store" in response.json()["error"]["message"]
+
+
+def test_a_write_to_an_unknown_path_is_404(client) -> None:
+    http, _ = client
+    assert http.post("/nothing").json()["error"]["status"] == 404

@@ -2,8 +2,9 @@
 
 It serves what the campaigns measured — the latest report, the audit log and its chain
 verdict, saved fingerprints, check runs, rehearsals — and never opens a database
-connection: the evidence store is its only source. Only GET and HEAD exist; anything else
-gets 405 in the one JSON error shape `{"error": {"status": N, "message": "..."}}`.
+connection: the evidence store is its only source, opened read-only. Only GET and HEAD
+exist; anything else gets 405, an unknown path 404, every error the one JSON shape
+`{"error": {"status": N, "message": "..."}}` — `OneroofError`s mapped once, by their status.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from oneroof import report
 from oneroof.config import Config
+from oneroof.errors import BadInput, NotFound, OneroofError
 from oneroof.evidence import Evidence
 
-READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_LIMIT = 1000
 
 
@@ -31,21 +30,14 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
-class _ReadOnly(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.method not in READ_METHODS:
-            return error(405, f"{request.method} is not allowed: this API is read-only")
-        return await call_next(request)
-
-
 def _limit(request: Request, default: int = 100) -> int:
     raw = request.query_params.get("limit", str(default))
     try:
         value = int(raw)
     except ValueError:
-        raise HTTPException(400, f"limit must be an integer, not {raw!r}") from None
+        raise BadInput(f"limit must be an integer, not {raw!r}") from None
     if not 1 <= value <= MAX_LIMIT:
-        raise HTTPException(400, f"limit must be between 1 and {MAX_LIMIT}")
+        raise BadInput(f"limit must be between 1 and {MAX_LIMIT}")
     return value
 
 
@@ -53,23 +45,25 @@ def create_app(cfg: Config) -> Starlette:
     """The ASGI app for one workspace."""
 
     def evidence() -> Evidence:
-        return Evidence(cfg.evidence_path)
+        # read-only: a GET never creates the store nor writes to it
+        return Evidence(cfg.evidence_path, read_only=True)
 
     def latest() -> report.Report:
         record = evidence().latest("campaign")
         if record is None:
-            raise HTTPException(404, "no campaign has run in this workspace yet")
+            raise NotFound("no campaign has run in this workspace yet")
         return report.Report.from_dict(record.payload["report"])
 
     async def dashboard(request: Request) -> Response:
-        record = evidence().latest("campaign")
-        if record is None:
+        try:
+            found = latest()
+        except NotFound:
             return HTMLResponse(
                 "<!doctype html><title>oneroof</title><p>No campaign has run yet: "
                 "<code>oneroof run</code>.</p>",
                 status_code=404,
             )
-        return HTMLResponse(report.to_html(report.Report.from_dict(record.payload["report"])))
+        return HTMLResponse(report.to_html(found))
 
     async def report_json(request: Request) -> Response:
         return JSONResponse(latest().to_dict())
@@ -122,6 +116,13 @@ def create_app(cfg: Config) -> Starlette:
             return error(405, f"{request.method} is not allowed: this API is read-only")
         return error(exc.status_code, str(exc.detail))
 
+    async def oneroof_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OneroofError)
+        return error(exc.http_status, str(exc).splitlines()[0])
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return error(500, f"internal error: {type(exc).__name__}")
+
     routes = [
         Route("/", dashboard, methods=["GET"]),
         Route("/api/report", report_json, methods=["GET"]),
@@ -142,6 +143,9 @@ def create_app(cfg: Config) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(_ReadOnly)],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={
+            HTTPException: http_error,
+            OneroofError: oneroof_error,
+            Exception: unexpected,
+        },
     )

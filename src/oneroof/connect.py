@@ -24,7 +24,13 @@ from psycopg import sql as pgsql
 
 from oneroof import catalog, guard, roles
 from oneroof.config import Config, Dsn, redact_message
-from oneroof.errors import ConfigError, DatabaseError, ForbiddenAction, ServerUnreachable
+from oneroof.errors import (
+    ConfigError,
+    DatabaseError,
+    ForbiddenAction,
+    ServerUnreachable,
+    pg_message,
+)
 from oneroof.evidence import Evidence, storable
 
 PRODUCTION = "production"
@@ -550,7 +556,7 @@ def prove_read_only(session: Session) -> str:
         with session.transaction():
             session.internal(READ_ONLY_PROBE)
     except psycopg.errors.ReadOnlySqlTransaction as exc:
-        return f"{exc.diag.message_primary} (SQLSTATE {exc.sqlstate})"
+        return pg_message(exc)
     raise CheckFailed("production accepted a write: the session is NOT read-only")
 
 

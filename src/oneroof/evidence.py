@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from oneroof.errors import BadInput
+from oneroof.errors import BadInput, NotFound, UnusableStore
 
 GENESIS = "0" * 64
 
@@ -107,11 +108,25 @@ def _record_hash(
 class Evidence:
     """The evidence store of one workspace (`.oneroof/evidence.sqlite`)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        """Open (and create) the store; `read_only` opens an existing one and never writes."""
         self.path = Path(path)
         self.head_path = self.path.with_suffix(".head")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._lock = threading.Lock()
+        if read_only:
+            if not self.path.exists():
+                raise NotFound("no evidence store yet: nothing has run in this workspace")
+            try:
+                uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+                self._db = sqlite3.connect(
+                    uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False
+                )
+                self._db.execute("select count(*) from records").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise UnusableStore(f"not a usable evidence store: {exc}", file=self.path) from None
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
@@ -120,7 +135,7 @@ class Evidence:
             self._db.execute("pragma synchronous=normal")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise BadInput(f"not a usable evidence store: {exc}", file=self.path) from None
+            raise UnusableStore(f"not a usable evidence store: {exc}", file=self.path) from None
 
     def close(self) -> None:
         self._db.close()
@@ -136,6 +151,8 @@ class Evidence:
         sql: str | None = None,
     ) -> Record:
         """Append one record at the end of the chain and return it."""
+        if self.read_only:
+            raise BadInput("the evidence store was opened read-only", file=self.path)
         text = storable(canonical_json(payload or {}))
         sql = storable(sql) if sql is not None else None
         at = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -172,9 +189,15 @@ class Evidence:
         temporary.write_text(f"{seq} {digest}\n")
         os.replace(temporary, self.head_path)
 
-    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> Iterator[Record]:
+    def _query(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
-            rows = self._db.execute(query, params).fetchall()
+            try:
+                return self._db.execute(query, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise UnusableStore(f"not a usable evidence store: {exc}", file=self.path) from None
+
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> Iterator[Record]:
+        rows = self._query(query, params)
         for row in rows:
             try:
                 payload = json.loads(row[7])
@@ -202,15 +225,13 @@ class Evidence:
         return found[0] if found else None
 
     def last_seq(self) -> int:
-        with self._lock:
-            row = self._db.execute("select max(seq) from records").fetchone()
+        row = self._query("select max(seq) from records")[0]
         return int(row[0] or 0)
 
     def verify(self) -> list[str]:
         """Every break in the chain, each naming the record; empty when the chain is intact."""
         problems: list[str] = []
-        with self._lock:
-            rows = self._db.execute("select * from records order by rowid").fetchall()
+        rows = self._query("select * from records order by rowid")
         expected_seq = 1
         prev_hash = GENESIS
         previous_seq = 0

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from oneroof.errors import BadInput
 
 if TYPE_CHECKING:
-    from oneroof.config import Config
+    from oneroof.config import Config, Target
     from oneroof.connect import Session
 
 MAX_LENGTH = 4000
@@ -369,6 +369,10 @@ def normalise(value: Any) -> Any:
     return str(value)
 
 
+# Values a target gate may use that are not counters: the campaign supplies them.
+TARGET_BUILTINS = ("clone_verified",)
+
+
 def read_values(
     session: Session,
     cfg: Config,
@@ -404,3 +408,27 @@ def read_values(
         for name, query in queries.items():
             result[name] = normalise(session.scalar(query))
     return result
+
+
+def target_gates(cfg: Config) -> list[tuple[Target, Gate]]:
+    """Every `[[target]]` with its parsed gate; `BadInput` naming the line of a bad one."""
+    known = [*cfg.counters, *TARGET_BUILTINS]
+    return [
+        (
+            target,
+            parse(
+                target.gate,
+                file=cfg.file,
+                line=cfg.line_of("target", index, "gate"),
+                known=known,
+            ),
+        )
+        for index, target in enumerate(cfg.targets)
+    ]
+
+
+def evaluate_targets(
+    targets: Iterable[tuple[Target, Gate]], values: Mapping[str, Any]
+) -> list[tuple[Target, GateResult]]:
+    """Each target's gate evaluated on the values read (a pure function)."""
+    return [(target, evaluate(gate, values)) for target, gate in targets]

@@ -1,7 +1,8 @@
 """The `oneroof` command: parses arguments, calls the library, prints, sets the exit code.
 
-Errors are translated here and only here: one line on stderr and the exit code that
-`errors.exit_code` gives (`--debug` or ONEROOF_DEBUG=1 adds the traceback). Each command
+Errors and results are translated here and only here: a command returns its library
+result (its `.ok` gives 0 or 1) or raises; an error prints one line on stderr and exits
+with the code its class carries (`--debug` or ONEROOF_DEBUG=1 adds the traceback). Each command
 group lives in its own module, registered on the shared app by importing it.
 """
 
@@ -17,7 +18,7 @@ import typer
 
 from oneroof.cli import campaign, check, clone, core, fingerprint, rollout, serve  # noqa: F401  (registers commands)
 from oneroof.cli._app import app, err
-from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code
+from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code, pg_message
 
 __all__ = ["app", "main"]
 
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     except psycopg.Error as exc:
         if os.environ.get("ONEROOF_DEBUG"):
             traceback.print_exc()
-        message = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
-        err.print(f"oneroof: PostgreSQL error: {message} (SQLSTATE {exc.sqlstate})", markup=False)
+        err.print(f"oneroof: PostgreSQL error: {pg_message(exc)}", markup=False)
         sys.exit(EXIT_FAILED)
     except _USAGE_ERRORS as exc:
         exc.show()
@@ -59,7 +59,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("oneroof: interrupted")
         sys.exit(130)
-    sys.exit(result if isinstance(result, int) else EXIT_OK)
+    sys.exit(result_code(result))
+
+
+def result_code(result: object) -> int:
+    """The exit code of a command's result: 0 when it is ok (or there is none), 1 otherwise."""
+    if result is None:
+        return EXIT_OK
+    ok = getattr(result, "ok", None)
+    if not isinstance(ok, bool):
+        raise TypeError(f"a command returned {type(result).__name__}, which has no .ok")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 if __name__ == "__main__":

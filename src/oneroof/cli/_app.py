@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -24,6 +25,20 @@ app = typer.Typer(
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Result(Protocol):
+    """What a command returns: the library's result, whose `ok` decides the exit code."""
+
+    @property
+    def ok(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A result for a command whose library call returns no result object of its own."""
+
+    ok: bool
 
 
 class State:

@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 
 from oneroof import campaign, demo, report
-from oneroof.cli._app import app, err, load_config, open_evidence, out
-from oneroof.errors import EXIT_FAILED, EXIT_OK
+from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out
 
 
 def _step(message: str) -> None:
@@ -35,7 +34,7 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 
 @app.command("run")
-def run_command() -> int:
+def run_command() -> Result | None:
     """Run the campaign: fingerprints, clone, suites, rehearsals, gates → report (exit 1: FAIL)."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -43,14 +42,14 @@ def run_command() -> int:
         result = campaign.run(cfg, evidence, step=step)
     out.print(report.summary(result.report), markup=False)
     err.print(f"report: {result.files['md']} (also .json, .html)")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return result
 
 
 @app.command("report")
 def report_command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="md | json | html")] = "md",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
-) -> int:
+) -> Result | None:
     """Print the report of the newest campaign (md, json or html)."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -61,7 +60,7 @@ def report_command(
         err.print(f"written {output}")
     else:
         sys.stdout.write(text)
-    return EXIT_OK if latest.final_status == report.PASS else EXIT_FAILED
+    return Outcome(latest.final_status == report.PASS)
 
 
 @app.command("demo")
@@ -76,7 +75,7 @@ def demo_command(
         Path | None, typer.Option("--dir", help="Directory for servers, workspace, reports")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the servers running")] = False,
-) -> int:
+) -> Result | None:
     """The whole campaign on two embedded servers and the One-Roof reference workload."""
     with _progress() as step:
         result = demo.run(
@@ -94,4 +93,4 @@ def demo_command(
         out.print(report.summary(campaign_result.report), markup=False)
         out.print(f"report: {campaign_result.files['html']}", markup=False)
     out.print(f"\ndemo finished in {result.seconds:.1f} s; workspace: {result.workspace}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return result

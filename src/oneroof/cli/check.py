@@ -12,9 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from oneroof import suite
-from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
+from oneroof.cli._app import Result, app, err, load_config, open_evidence, out, print_json
 from oneroof.config import Config
-from oneroof.errors import EXIT_FAILED, EXIT_OK, BadInput
+from oneroof.errors import BadInput
 
 _STYLES = {
     suite.Status.PASSED: "green",
@@ -107,7 +107,7 @@ def check(
     no_residue: Annotated[
         bool, typer.Option("--no-residue-proof", help="Skip the clone's before/after fingerprints")
     ] = False,
-) -> int:
+) -> Result | None:
     """Run checks and scenarios rollback-only; exit 0 only when every one passed."""
     if target not in suite.TARGETS:
         raise BadInput("--target must be clone or production")
@@ -145,4 +145,4 @@ def check(
         label = f"{result.objective}: " if result.objective else ""
         summary = escape(f"{label}{result.summary()} (evidence record {result.evidence_seq})")
         out.print(f"{mark} {summary}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return result

@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from oneroof import clone as clones
-from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
-from oneroof.errors import EXIT_FAILED, EXIT_OK
+from oneroof.cli._app import Result, app, err, load_config, open_evidence, out, print_json
 
 clone_app = typer.Typer(
     help="The isolated non-production copy of production: create, verify, reset, drop, list."
@@ -55,25 +54,25 @@ def _show_info(info: clones.CloneInfo, as_json: bool) -> None:
 
 
 @clone_app.command("create")
-def create(name: NameOption = None, as_json: JsonOption = False) -> int:
+def create(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Copy production into a new isolated clone (from one snapshot) and keep a golden copy."""
     cfg = load_config()
     info = clones.create(cfg, open_evidence(cfg), name, step=_say)
     _show_info(info, as_json)
-    return EXIT_OK
+    return None
 
 
 @clone_app.command("reset")
-def reset(name: NameOption = None, as_json: JsonOption = False) -> int:
+def reset(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Rebuild the clone from its golden copy and re-isolate it (production is not touched)."""
     cfg = load_config()
     info = clones.reset(cfg, open_evidence(cfg), name, step=_say)
     _show_info(info, as_json)
-    return EXIT_OK
+    return None
 
 
 @clone_app.command("verify")
-def verify(name: NameOption = None, as_json: JsonOption = False) -> int:
+def verify(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Prove the clone isolated and its committed state the one copied; exit 1 naming why not."""
     cfg = load_config()
     result = clones.verify(cfg, open_evidence(cfg), name)
@@ -90,11 +89,11 @@ def verify(name: NameOption = None, as_json: JsonOption = False) -> int:
             out.print(f"[red]clone {result.name} does NOT verify[/red]")
     if not result.ok:
         err.print("oneroof: verify failed: " + "; ".join(result.reasons), markup=False)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return result
 
 
 @clone_app.command("drop")
-def drop(name: NameOption = None, as_json: JsonOption = False) -> int:
+def drop(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Drop the clone and its golden copy (only databases that are marked clones of ours)."""
     cfg = load_config()
     result = clones.drop(cfg, open_evidence(cfg), name, step=_say)
@@ -102,17 +101,17 @@ def drop(name: NameOption = None, as_json: JsonOption = False) -> int:
         print_json(result.to_dict())
     else:
         out.print(f"dropped {', '.join(result.dropped)}")
-    return EXIT_OK
+    return None
 
 
 @clone_app.command("list")
-def list_command(as_json: JsonOption = False) -> int:
+def list_command(as_json: JsonOption = False) -> Result | None:
     """List the marked clones and golden copies on the non-production server."""
     cfg = load_config()
     entries = clones.list_clones(cfg)
     if as_json:
         print_json([entry.to_dict() for entry in entries])
-        return EXIT_OK
+        return None
     table = Table(show_header=True)
     for column in ("name", "role", "state", "size", "source", "fingerprint", "created", "golden"):
         table.add_column(column)
@@ -131,4 +130,4 @@ def list_command(as_json: JsonOption = False) -> int:
     out.print(table)
     if not entries:
         err.print("no marked clone on the non-production server")
-    return EXIT_OK
+    return None

@@ -9,9 +9,8 @@ import typer
 from rich.table import Table
 
 from oneroof import config
-from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
+from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out, print_json
 from oneroof.cli._app import cell as _cell
-from oneroof.errors import EXIT_FAILED, EXIT_OK
 
 audit_app = typer.Typer(help="The audit log: every statement sent to or refused for production.")
 app.add_typer(audit_app, name="audit")
@@ -23,7 +22,7 @@ app.add_typer(audit_app, name="audit")
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> int:
+) -> Result | None:
     """Reach each configured server, show versions and identity, prove production read-only."""
     from oneroof import connect, dump
 
@@ -68,7 +67,7 @@ def doctor(
     report["pg_dump"] = dump.client_version(cfg)
     if as_json:
         print_json(report)
-        return EXIT_OK
+        return None
     table = Table(title="oneroof doctor", show_header=True)
     table.add_column("server")
     table.add_column("fact")
@@ -80,7 +79,7 @@ def doctor(
         else:
             table.add_row(server_name, "version", _cell(facts))
     out.print(table)
-    return EXIT_OK
+    return None
 
 
 # -- sql ------------------------------------------------------------------------------------
@@ -92,7 +91,7 @@ def sql_command(
     statement: Annotated[str, typer.Argument(help="One SQL statement")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Clone name")] = None,
-) -> int:
+) -> Result | None:
     """Run one guarded statement: the safe console for production."""
     from oneroof import connect
     from oneroof.errors import BadInput
@@ -114,14 +113,11 @@ def sql_command(
             if isinstance(exc, psycopg.Error):
                 from oneroof.errors import DatabaseError
 
-                raise DatabaseError(
-                    f"{role}: {exc.diag.message_primary or exc} (SQLSTATE {exc.sqlstate})",
-                    sqlstate=exc.sqlstate,
-                ) from None
+                raise DatabaseError.from_psycopg(exc, role) from None
             raise
     if as_json:
         print_json({"columns": columns, "rows": [list(row) for row in rows]})
-        return EXIT_OK
+        return None
     table = Table(show_header=True)
     for column in columns:
         table.add_column(column)
@@ -129,7 +125,7 @@ def sql_command(
         table.add_row(*(_cell(v) for v in row))
     out.print(table)
     err.print(f"{len(rows)} row(s)")
-    return EXIT_OK
+    return None
 
 
 # -- audit ----------------------------------------------------------------------------------
@@ -140,7 +136,7 @@ def audit_show(
     limit: Annotated[int, typer.Option("--limit", "-n", help="Show the last N records")] = 50,
     kind: Annotated[str | None, typer.Option("--kind", help="Only records of this kind")] = "audit",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> int:
+) -> Result | None:
     """List the newest records of the audit log (or of the whole evidence store: --kind '')."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -149,7 +145,7 @@ def audit_show(
     )
     if as_json:
         print_json([r.as_dict() for r in records])
-        return EXIT_OK
+        return None
     table = Table(show_header=True)
     for column in ("seq", "at", "kind", "role", "class", "outcome"):
         table.add_column(column, no_wrap=True)
@@ -165,13 +161,13 @@ def audit_show(
             " ".join((record.sql or "").split())[:200],
         )
     out.print(table)
-    return EXIT_OK
+    return None
 
 
 @audit_app.command("verify")
 def audit_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> int:
+) -> Result | None:
     """Check the hash chain of the evidence store; exit 1 naming every broken record."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -184,7 +180,7 @@ def audit_verify(
             out.print(f"[red]✗[/red] {problem}")
     else:
         out.print(f"[green]✓[/green] audit chain intact: {count} record(s)")
-    return EXIT_FAILED if problems else EXIT_OK
+    return Outcome(not problems)
 
 
 # -- init -----------------------------------------------------------------------------------
@@ -207,7 +203,9 @@ clone_name_pattern = "^[a-z0-9_]+_(clone|nonprod)$"
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Directory of the new workspace")]) -> int:
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory of the new workspace")],
+) -> Result | None:
     """Scaffold a workspace: oneroof.toml and empty checks/, scenarios/, rollout/ folders."""
     from oneroof.errors import BadInput
 
@@ -218,4 +216,4 @@ def init(directory: Annotated[Path, typer.Argument(help="Directory of the new wo
         (directory / folder).mkdir(parents=True, exist_ok=True)
     target.write_text(_INIT_TOML)
     err.print(f"created {target}")
-    return EXIT_OK
+    return None

@@ -9,9 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from oneroof import connect, fingerprint
-from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
+from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out, print_json
 from oneroof.config import Config
-from oneroof.errors import EXIT_FAILED, EXIT_OK
 from oneroof.evidence import Evidence
 
 fingerprint_app = typer.Typer(help="Prove a database unchanged: fingerprint and diff.")
@@ -81,14 +80,16 @@ def _show(fp: fingerprint.Fingerprint, as_json: bool, role: str) -> None:
         out.print(f"  [yellow]note[/yellow] {note}")
 
 
-def _command(role: str, mode: str, jobs: int, as_json: bool, save: bool, name: str | None) -> int:
+def _command(
+    role: str, mode: str, jobs: int, as_json: bool, save: bool, name: str | None
+) -> Result | None:
     cfg = load_config()
     evidence = open_evidence(cfg)
     fp = _run(cfg, evidence, role, mode, jobs, name)
     if save:
         fingerprint.save(evidence, fp, label=role)
     _show(fp, as_json, role)
-    return EXIT_OK
+    return None
 
 
 @fingerprint_app.command("production")
@@ -97,7 +98,7 @@ def production(
     jobs: JobsOption = 1,
     as_json: JsonOption = False,
     save: SaveOption = False,
-) -> int:
+) -> Result | None:
     """Fingerprint production (read-only, guarded, audited)."""
     return _command(connect.PRODUCTION, mode, jobs, as_json, save, None)
 
@@ -109,7 +110,7 @@ def clone(
     as_json: JsonOption = False,
     save: SaveOption = False,
     name: Annotated[str | None, typer.Option("--name", help="Clone name")] = None,
-) -> int:
+) -> Result | None:
     """Fingerprint the clone."""
     return _command(connect.CLONE, mode, jobs, as_json, save, name)
 
@@ -119,7 +120,7 @@ def diff(
     a: Annotated[str, typer.Argument(help="Saved fingerprint id (prefix) or JSON file")],
     b: Annotated[str, typer.Argument(help="Saved fingerprint id (prefix) or JSON file")],
     as_json: JsonOption = False,
-) -> int:
+) -> Result | None:
     """Compare two fingerprints: exit 0 when equal, 1 listing every difference."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -146,4 +147,4 @@ def diff(
             out.print("  " + difference.describe(), markup=False)
         if left.id != right.id and not differences:
             out.print("  (the fingerprints cover different sections or modes)")
-    return EXIT_OK if not differences and left.id == right.id else EXIT_FAILED
+    return Outcome(not differences and left.id == right.id)

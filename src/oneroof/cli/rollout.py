@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from oneroof import connect, gates, rollout
-from oneroof.cli._app import app, err, load_config, open_evidence, out, print_json
+from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out, print_json
 from oneroof.config import Config
-from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError
+from oneroof.errors import OneroofError
 from oneroof.evidence import Evidence
 from oneroof.gates import GateResult
 
@@ -114,29 +114,18 @@ def _clone_verified(cfg: Config, evidence: Evidence) -> bool:
 
 
 @app.command("gates")
-def gates_command(as_json: JsonOption = False) -> int:
+def gates_command(as_json: JsonOption = False) -> Result | None:
     """Evaluate the gate of every GO/NO-GO target on production now (exit 1 if any is closed)."""
     cfg = load_config()
     evidence = open_evidence(cfg)
-    parsed = [
-        (
-            target,
-            gates.parse(
-                target.gate,
-                file=cfg.file,
-                line=cfg.line_of("target", index, "gate"),
-                known=[*cfg.counters, "clone_verified"],
-            ),
-        )
-        for index, target in enumerate(cfg.targets)
-    ]
+    parsed = gates.target_gates(cfg)
     builtins: dict[str, Any] = {}
     if any("clone_verified" in gate.names for _, gate in parsed):
         builtins["clone_verified"] = _clone_verified(cfg, evidence)
     names = {name for _, gate in parsed for name in gate.names}
     with connect.open_production(cfg, evidence) as session:
         values = gates.read_values(session, cfg, names, builtins=builtins)
-    results = [(target, gates.evaluate(gate, values)) for target, gate in parsed]
+    results = gates.evaluate_targets(parsed, values)
     closed = [r for _, r in results if not r.holds]
     if as_json:
         print_json(
@@ -156,14 +145,14 @@ def gates_command(as_json: JsonOption = False) -> int:
             out.print(_gate_line(target.name, result))
             if not result.holds and target.blocker:
                 out.print(f"         [dim]blocker: {escape(target.blocker)}[/dim]")
-    return EXIT_FAILED if closed else EXIT_OK
+    return Outcome(not closed)
 
 
 # -- rollout plan -----------------------------------------------------------------------------
 
 
 @rollout_app.command("plan")
-def plan_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> int:
+def plan_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Result | None:
     """Parse and lint every artifact; show order, checksums, auto set and gates on production."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -171,7 +160,7 @@ def plan_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> int:
     report = rollout.describe(cfg, evidence, plan)
     if as_json:
         print_json(report.to_dict())
-        return EXIT_OK
+        return None
     table = Table(title=escape(f"rollout plan {plan.name} ({plan.path})"), show_header=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("artifact / file", overflow="fold")
@@ -209,7 +198,7 @@ def plan_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> int:
                 f"  [yellow]{escape(finding.rule)}[/yellow] {escape(where)}: "
                 f"{escape(finding.message)}"
             )
-    return EXIT_OK
+    return None
 
 
 # -- rehearse ---------------------------------------------------------------------------------
@@ -220,7 +209,7 @@ def rehearse_command(
     plan_dir: PlanArgument,
     name: Annotated[str | None, typer.Option("--name", help="Clone name")] = None,
     as_json: JsonOption = False,
-) -> int:
+) -> Result | None:
     """Run the plan on the clone in one transaction, always rolled back; check deltas, stops."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -228,7 +217,7 @@ def rehearse_command(
     result = rollout.rehearse(cfg, evidence, plan, clone_name=name, say=_say)
     if as_json:
         print_json(result.to_dict())
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return result
     out.print(_runs_table(f"rehearsal of {plan.name} on {result.clone}", result.artifacts))
     gate_results = [(run.id, gate) for run in result.artifacts for gate in run.gates]
     if gate_results:
@@ -244,16 +233,16 @@ def rehearse_command(
     out.print(f"rolled back; {escape(residue)}{escape(restored)}")
     verdict = "[green]rehearsal OK[/green]" if result.ok else "[red]rehearsal FAILED[/red]"
     out.print(f"{verdict} (evidence #{result.record})")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return result
 
 
 # -- apply / watch ----------------------------------------------------------------------------
 
 
-def _show_apply(result: rollout.ApplyResult, as_json: bool) -> int:
+def _show_apply(result: rollout.ApplyResult, as_json: bool) -> Result | None:
     if as_json:
         print_json(result.to_dict())
-        return result.exit_code
+        return result
     for check in result.checks:
         mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
         out.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
@@ -266,7 +255,7 @@ def _show_apply(result: rollout.ApplyResult, as_json: bool) -> int:
         out.print(_runs_table(title, result.artifacts))
     style = "green" if result.ok else "red"
     out.print(f"[{style}]{escape(result.status)}[/{style}]: {escape(result.message)}")
-    return result.exit_code
+    return result
 
 
 @rollout_app.command("apply")
@@ -279,7 +268,7 @@ def apply_command(
         bool, typer.Option("--only-auto", help="Only the post-gate auto-executable set")
     ] = False,
     as_json: JsonOption = False,
-) -> int:
+) -> Result | None:
     """Apply the pending artifacts to production once rehearsal, drift and gates all hold."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -294,7 +283,7 @@ def watch_command(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between polls")] = 30.0,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after seconds")] = 3600.0,
     as_json: JsonOption = False,
-) -> int:
+) -> Result | None:
     """Poll the gates; when they open, apply the auto-executable set, then verify."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -307,7 +296,7 @@ def watch_command(
 
 
 @rollout_app.command("status")
-def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> int:
+def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Result | None:
     """The ledger on production, the latest rehearsal and the gates of a plan."""
     cfg = load_config()
     evidence = open_evidence(cfg)
@@ -315,7 +304,7 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> int:
     result = rollout.status(cfg, evidence, plan)
     if as_json:
         print_json(result.to_dict())
-        return EXIT_OK
+        return None
     if not result.ledger:
         out.print(f"ledger: none of {plan.name} applied")
     else:
@@ -347,4 +336,4 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> int:
     out.print("gates on production now:")
     for line in _grouped(result.gates):
         out.print(line)
-    return EXIT_OK
+    return None

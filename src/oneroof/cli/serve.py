@@ -6,15 +6,14 @@ from typing import Annotated
 
 import typer
 
-from oneroof.cli._app import app, err, load_config
-from oneroof.errors import EXIT_OK
+from oneroof.cli._app import Result, app, err, load_config
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on")] = 8765,
-) -> int:
+) -> Result | None:
     """Serve the latest report, audit log and evidence as a read-only JSON API + dashboard."""
     import uvicorn
 
@@ -23,4 +22,4 @@ def serve(
     cfg = load_config()
     err.print(f"oneroof: serving {cfg.workspace} on http://{host}:{port}/ (read-only)")
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
-    return EXIT_OK
+    return None

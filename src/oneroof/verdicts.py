@@ -1,0 +1,360 @@
+"""Verdicts: the report a campaign's measurements support, decided by a pure function.
+
+`judge(cfg, measurements)` never talks to a database nor reads a file: every figure it
+states was measured by `campaign.run`; it only decides PASS or FAIL per objective, GO or
+NO-GO per target, the compliance figures and the wording.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oneroof import fingerprint, gates
+from oneroof.config import Config, Objective
+from oneroof.evidence import Record
+from oneroof.report import FAIL, GO, NO_GO, PASS, Compliance, MatrixRow, Report, Verdict
+
+if TYPE_CHECKING:
+    from oneroof.campaign import Measurements
+    from oneroof.clone import CloneVerification
+    from oneroof.rollout import LedgerRow, Plan, Rehearsal
+    from oneroof.suite import RunResult
+
+EVIDENCE_NOTE = (
+    "A result on the clone is evidence, not authorisation: production changes only through "
+    "a gated apply once its gate opens."
+)
+SAFETY = "Production safety"
+ISOLATION = "Clone isolation"
+LIFECYCLE = "G clone lifecycle"
+SIGNS = {"+": "inserted", "~": "updated", "-": "deleted"}
+
+
+def judge(cfg: Config, m: Measurements) -> Report:
+    """The report of one campaign, from its measurements alone."""
+    results = gates.evaluate_targets(gates.target_gates(cfg), m.gate_values)
+    matrix = [
+        MatrixRow(
+            target=target.name,
+            status=GO if result.holds else NO_GO,
+            gate=target.gate,
+            values=dict(result.values),
+            scope=target.scope,
+            blocker=target.blocker,
+            next=target.next,
+        )
+        for target, result in results
+    ]
+    compliance = compliance_of(m.audit, m.entry, m.exit, m.suites, m.rehearsals)
+    verdicts = [
+        safety_verdict(m.entry, m.exit, compliance, matrix),
+        isolation_verdict(m.isolation_before, m.isolation_after, m.isolation_facts, m.clone_name),
+    ]
+    measured = dict(m.entry.sections.get("counters", {}))
+    for objective in cfg.objectives:
+        verdicts.append(
+            objective_verdict(
+                objective,
+                m.suites.get(objective.id, []),
+                m.production_suites.get(objective.id, []),
+                m.rehearsals.get(objective.id),
+                measured,
+                m.ledgers.get(objective.id, []),
+            )
+        )
+    verdicts.append(lifecycle_verdict(m.golden, m.clone_created, m.isolation_after.ok))
+
+    final = PASS if all(v.status == PASS for v in verdicts) else FAIL
+    advanced = sum(1 for v in verdicts[2:] if v.status == PASS)
+    if final == PASS:
+        byte = "byte-" if m.entry.mode == "full" else ""
+        headline = (
+            f"{advanced} objectives advanced on an isolated clone; production proven "
+            f"{byte}unchanged; no forbidden action occurred."
+        )
+    else:
+        failed = [v.objective for v in verdicts if v.status != PASS]
+        headline = f"FAILED: {', '.join(failed)}. See the reasons in the verdict table."
+    closed = [row for row in matrix if row.status == NO_GO]
+    notes = [EVIDENCE_NOTE]
+    role_fact, role_note = role_facts(m.role_user, m.role_excess, m.privileged_allowed)
+    if role_note:
+        notes.append(role_note)
+    if m.trusted:
+        notes.append("Trusted by [guard] beyond the built-ins: " + "; ".join(m.trusted) + ".")
+    notes += list(m.entry.notes)
+    freshness = freshness_note(m.clone_source, m.clone_source_error, m.entry)
+    if freshness:
+        notes.append(freshness)
+    return Report(
+        title=cfg.report.title or f"{cfg.workspace.resolve().name} — Final GO/NO-GO",
+        generated_at=m.finished,
+        final_status=final,
+        headline=headline,
+        verdicts=verdicts,
+        matrix=matrix,
+        blockers=[f"{row.target}: {row.blocker or row.gate}" for row in closed],
+        next_macros=[f"On gate open ({row.gate}) — {row.next}" for row in closed if row.next],
+        compliance=compliance,
+        facts={
+            "started": m.started,
+            "entry fingerprint": m.entry.id,
+            "exit fingerprint": m.exit.id,
+            "entry WAL": m.entry.wal,
+            "exit WAL": m.exit.wal,
+            "clone": m.clone_name,
+            "production role": role_fact,
+            "production sessions": m.production_sessions,
+            "production": f"{m.entry.identity.get('database')} on "
+            f"{m.entry.identity.get('host')}:{m.entry.identity.get('port')}",
+            **{f"counter {k}": v for k, v in sorted(measured.items())},
+        },
+        notes=notes,
+    )
+
+
+def format_headline(template: str, values: dict[str, Any]) -> str:
+    """Fill `{name}` placeholders from measured values; unknown names stay visible."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    safe = {name: values.get(name, f"{{{name}}}") for name in fields}
+    return template.format(**safe)
+
+
+def role_facts(user: str, excess: Sequence[str], allowed: bool) -> tuple[str, str | None]:
+    """The production reader as the report states it, and a warning when it is privileged."""
+    if not allowed:
+        return f"{user} (least privilege)", None
+    return (
+        f"{user} (PRIVILEGED, allowed by [guard] allow_privileged_role)",
+        f"Production was read by the privileged role {user} ({'; '.join(excess)}), accepted "
+        "by [guard] allow_privileged_role = true: only the guard and the read-only "
+        "transaction stood between oneroof and production.",
+    )
+
+
+def freshness_note(
+    source: fingerprint.Fingerprint | None, error: str | None, entry: fingerprint.Fingerprint
+) -> str | None:
+    """A note when the clone was copied from another state of production than today's."""
+    if source is None:
+        if error is None:
+            return None
+        return f"The clone's source fingerprint cannot be read ({error}); its age is unknown."
+    differences = fingerprint.diff(source, entry, sections=["counts", "content", "schema"])
+    if not differences:
+        return None
+    tables = sorted({d.key for d in differences})
+    shown = ", ".join(tables[:5]) + (f" (+{len(tables) - 5} more)" if len(tables) > 5 else "")
+    return (
+        f"The clone was copied from production fingerprint {source.short} "
+        f"({source.taken_at}); production is now {entry.short}: {len(tables)} object(s) "
+        f"differ ({shown}). Rehearsals ran against the older state: `oneroof clone drop` "
+        "and run again to rehearse against production as it is now."
+    )
+
+
+def compliance_of(
+    audit: Sequence[Record],
+    entry: fingerprint.Fingerprint,
+    exit_fp: fingerprint.Fingerprint,
+    suites: dict[str, list[RunResult]],
+    rehearsals: dict[str, tuple[Plan, Rehearsal]],
+) -> Compliance:
+    """Forbidden-action accounting from the production audit records of the run."""
+    records = [r for r in audit if r.role == "production"]
+    sent = [r for r in records if r.outcome == "sent"]
+    refused = [r for r in records if r.outcome == "refused"]
+    executed = [r for r in sent if r.classification not in ("read", "internal")]
+    applied = [r for r in records if r.outcome == "apply"]
+    residue_free = all(
+        result.residue_free is not False for runs in suites.values() for result in runs
+    ) and all(r.residue_free is not False for _, r in rehearsals.values())
+    return Compliance(
+        statements_sent=len(sent),
+        forbidden_attempted=len(refused) + len(executed),
+        forbidden_refused=len(refused),
+        forbidden_executed=len(executed),
+        writes_outside_apply=len(executed),
+        applied_statements=len(applied),
+        production_unchanged=entry.id == exit_fp.id,
+        clone_residue_free=residue_free,
+    )
+
+
+def safety_verdict(
+    entry: fingerprint.Fingerprint,
+    exit_fp: fingerprint.Fingerprint,
+    compliance: Compliance,
+    matrix: list[MatrixRow],
+) -> Verdict:
+    reasons = []
+    if entry.id != exit_fp.id:
+        changed = fingerprint.diff(entry, exit_fp)
+        reasons.append(
+            "production changed during the run: "
+            + "; ".join(d.describe() for d in changed[:5])
+            + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
+        )
+    if compliance.forbidden_executed:
+        reasons.append(f"{compliance.forbidden_executed} forbidden statement(s) executed")
+    parts = [f"entry==exit fingerprint {entry.short}…" if entry.id == exit_fp.id else ""]
+    counts = entry.sections.get("counts")
+    if counts is not None and counts == exit_fp.sections.get("counts"):
+        parts.append(f"all {len(counts)} table counts identical")
+    if entry.wal and entry.wal == exit_fp.wal:
+        parts.append(f"WAL position unchanged ({entry.wal}): the server wrote nothing")
+    closed = [row for row in matrix if row.status == NO_GO and row.scope == "production"]
+    if closed:
+        values = {k: v for row in closed for k, v in row.values.items()}
+        shown = ", ".join(f"{k}={gates.plain(v)}" for k, v in sorted(values.items()))
+        parts.append(f"{shown} → {len(closed)} production gate(s) closed")
+    return Verdict(
+        SAFETY, PASS if not reasons else FAIL, "; ".join(p for p in parts if p), reasons=reasons
+    )
+
+
+def isolation_verdict(
+    before: CloneVerification, after: CloneVerification, facts: dict[str, Any], name: str
+) -> Verdict:
+    reasons = [
+        f"{point.name}: {point.detail}"
+        for result in (before, after)
+        for point in result.points
+        if not point.ok
+    ]
+    reasons = list(dict.fromkeys(reasons))
+    parts = [
+        f"name-guarded ({name})",
+        f"{facts['app_sessions']} app conns",
+        f"no dispatch ({facts['triggers_disabled']}/{facts['triggers_configured']} emit "
+        "triggers disabled)",
+    ]
+    if facts.get("leases") is not None:
+        parts.append(f"{facts['leases']} leases")
+    parts.append("committed state intact" if after.ok else "committed state NOT intact")
+    return Verdict(ISOLATION, PASS if not reasons else FAIL, "; ".join(parts), reasons=reasons)
+
+
+def objective_verdict(
+    objective: Objective,
+    clone_runs: list[RunResult],
+    production_runs: list[RunResult],
+    rehearsal: tuple[Plan, Rehearsal] | None,
+    measured: dict[str, Any],
+    ledger: list[LedgerRow],
+) -> Verdict:
+    label = f"{objective.id} {objective.title}"
+    reasons: list[str] = []
+    parts: list[str] = []
+    if clone_runs:
+        passed = sum(r.passed for r in clone_runs)
+        total = sum(r.total for r in clone_runs)
+        residue = all(r.residue_free is not False for r in clone_runs)
+        parts.append(f"{passed}/{total}")
+        parts.append("rollback-only, residue-free" if residue else "RESIDUE left on the clone")
+        for run_result in clone_runs:
+            reasons += run_reasons(run_result)
+        if not residue:
+            reasons.append("residue on the clone after rollback-only work")
+    if production_runs:
+        passed = sum(r.passed for r in production_runs)
+        total = sum(r.total for r in production_runs)
+        parts.append(f"= production acceptance test ({passed}/{total} on production)")
+        for run_result in production_runs:
+            reasons += [f"production: {reason}" for reason in run_reasons(run_result)]
+    if rehearsal is not None:
+        plan, result = rehearsal
+        parts.append(rehearsal_headline(plan, result))
+        if not result.ok:
+            reasons += rehearsal_reasons(result)
+    if ledger:
+        parts.append(ledger_headline(rehearsal[0] if rehearsal else None, ledger))
+    if objective.headline:
+        parts.append(format_headline(objective.headline, measured))
+    if not clone_runs and rehearsal is None:
+        reasons.append("no suite or rollout measured this objective")
+    return Verdict(
+        label,
+        PASS if not reasons else FAIL,
+        "; ".join(parts),
+        qualifier=objective.qualifier,
+        reasons=reasons,
+    )
+
+
+def run_reasons(result: RunResult) -> list[str]:
+    reasons = []
+    for file_result in result.files:
+        for item in file_result.items:
+            status = str(item.status)
+            if status in ("passed", "not applicable"):
+                continue
+            detail = item.message or (
+                f"expected {item.expected}, got {item.got}" if status == "failed" else ""
+            )
+            where = Path(file_result.path).name
+            reasons.append(f"{where}: {item.name}: {status} {detail}".strip())
+    return reasons[:10]
+
+
+def _delta_text(table: str, counts: dict[str, int]) -> list[str]:
+    return [f"{table} {sign}{counts[kind]}" for sign, kind in SIGNS.items() if counts.get(kind)]
+
+
+def rehearsal_headline(plan: Plan, result: Rehearsal) -> str:
+    auto = [a.id for a in plan.artifacts if a.auto]
+    deltas = [
+        f"{run.id}: {text}"
+        for run in result.artifacts
+        for table, counts in sorted(run.deltas.items())
+        for text in _delta_text(table, counts)
+    ]
+    text = (
+        f"{len(plan.artifacts)} gated SQL artifacts; gates/deltas/stops; "
+        f"post-gate auto-executable set: {' → '.join(auto) or 'none'}"
+    )
+    if deltas:
+        text += f"; rehearsed exactly: {', '.join(deltas)}"
+    verdict = "rehearsal OK" if result.ok else "rehearsal FAILED"
+    residue = "residue-free" if result.residue_free else "RESIDUE"
+    return f"{text}; {verdict}, rolled back, {residue}"
+
+
+def ledger_headline(plan: Plan | None, ledger: list[LedgerRow]) -> str:
+    applied = []
+    for row in ledger:
+        changes = [
+            text
+            for table, counts in sorted(row.deltas.items())
+            for text in _delta_text(table, counts)
+        ]
+        applied.append(row.artifact + (f" ({', '.join(changes)})" if changes else ""))
+    total = len(plan.artifacts) if plan is not None else len(ledger)
+    return f"applied on production {len(ledger)}/{total} (ledger): " + " → ".join(applied)
+
+
+def rehearsal_reasons(result: Rehearsal) -> list[str]:
+    reasons = [
+        f"{run.id}: {run.status}: {run.reason or '; '.join(run.mismatches) or 'failed'}"
+        for run in result.artifacts
+        if not run.ok
+    ]
+    if not result.residue_free:
+        reasons.append("residue after the rehearsal: " + ", ".join(result.residue))
+    return reasons or ["rehearsal failed"]
+
+
+def lifecycle_verdict(golden: str | None, created: bool, verified: bool) -> Verdict:
+    reasons = [] if verified else ["the clone does not verify"]
+    if not golden:
+        reasons.append("no golden copy: a reset would need production again")
+    headline = (
+        f"RETAIN as regression harness ({'created' if created else 'reused'} this run); "
+        f"reset from golden copy {golden or '—'} without touching production; "
+        "drop/reset/re-clone: oneroof clone drop | reset | create"
+    )
+    return Verdict(LIFECYCLE, PASS if not reasons else FAIL, headline, reasons=reasons)
+
