@@ -132,3 +132,13 @@ def prod_db(prod_server: Server) -> Iterator[str]:
         yield name
     finally:
         prod_server.drop_database(name)
+
+
+_SERVER_FIXTURES = frozenset({"pg_servers", "server_dir"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a PostgreSQL server `db`: `-m "not db"` runs the pure ones."""
+    for item in items:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)

@@ -22,6 +22,7 @@ from clone_helpers import (
 from oneroof import clone, connect, fingerprint
 from oneroof.clone import golden_name
 from oneroof.errors import BadInput, ForbiddenAction
+from oneroof.workspace import Workspace as Ws
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def failing(result: clone.CloneVerification) -> set[str]:
 def test_create_verify_reset_drop(workspace: Any, name: str, nonprod_server: Any) -> None:
     cfg = workspace.config()
     evidence = workspace.evidence()
-    info = clone.create(cfg, evidence)
+    info = clone.create(Ws(cfg, evidence))
     assert info.name == name and info.golden == golden_name(name)
 
     marker = info.marker
@@ -78,7 +79,7 @@ def test_create_verify_reset_drop(workspace: Any, name: str, nonprod_server: Any
     assert isolation["reset_tables"]["ops.job_leases"]["count"] == 0
 
     # the clone equals production at the snapshot: the saved source fingerprint is production's
-    source = clone.source_fingerprint(cfg, evidence)
+    source = clone.source_fingerprint(Ws(cfg, evidence))
     assert source.id == marker["source_fingerprint"]
     with connect.open_production(cfg, evidence) as session:
         assert fingerprint.take(session, counters=cfg.counters).id == source.id
@@ -89,7 +90,7 @@ def test_create_verify_reset_drop(workspace: Any, name: str, nonprod_server: Any
     assert "default_transaction_read_only=on" in dumps[0] and "oneroof-dump" in dumps[0]
     assert "refused" not in {r.outcome for r in evidence.records("audit")}
 
-    result = clone.verify(cfg, evidence)
+    result = clone.verify(Ws(cfg, evidence))
     assert result.ok, result.reasons
     assert {p.name for p in result.points} >= {
         "name_guard",
@@ -105,7 +106,7 @@ def test_create_verify_reset_drop(workspace: Any, name: str, nonprod_server: Any
     assert "ops.issues.emit_issue_event disabled" in point(result, "schema").detail
     assert "ops.job_leases" in point(result, "committed_state").detail
 
-    entries = {e.name: e for e in clone.list_clones(cfg)}
+    entries = {e.name: e for e in clone.list_clones(Ws(cfg))}
     assert entries[name].role == "clone" and entries[name].state == "ready"
     assert entries[name].golden == golden_name(name)
     assert entries[golden_name(name)].role == "golden"
@@ -120,18 +121,18 @@ def test_create_verify_reset_drop(workspace: Any, name: str, nonprod_server: Any
     with nonprod_server.admin(name) as conn:
         conn.execute("update core.objects set name = name || '!' where id = 1")
         conn.execute("create table scratch (x int)")
-    broken = clone.verify(cfg, evidence)
+    broken = clone.verify(Ws(cfg, evidence))
     assert failing(broken) == {"committed_state", "schema"}
     assert "core.objects" in point(broken, "committed_state").detail
     assert "public.scratch" in point(broken, "schema").detail
     audited = len(evidence.records("audit"))
-    again = clone.reset(cfg, evidence)
+    again = clone.reset(Ws(cfg, evidence))
     assert len(evidence.records("audit")) == audited  # reset never touches production
     assert again.marker["source_fingerprint"] == marker["source_fingerprint"]
     assert again.marker["reset_at"] and again.marker["state"] == "ready"
-    assert clone.verify(cfg, evidence).ok
+    assert clone.verify(Ws(cfg, evidence)).ok
 
-    dropped = clone.drop(cfg, evidence)
+    dropped = clone.drop(Ws(cfg, evidence))
     assert dropped.dropped == [name, golden_name(name)]
     assert name not in databases(nonprod_server)
     assert golden_name(name) not in databases(nonprod_server)
@@ -144,9 +145,9 @@ def test_verify_names_each_breach_of_isolation(
     cfg = workspace.config()
     evidence = workspace.evidence()
     ensure_login_role(nonprod_server, "app_rw")
-    clone.create(cfg, evidence)
-    assert clone.verify(cfg, evidence).ok
-    assert "app_rw" in clone.read_marker(cfg)["isolation"]["revoked_connect"]  # type: ignore[index]
+    clone.create(Ws(cfg, evidence))
+    assert clone.verify(Ws(cfg, evidence)).ok
+    assert "app_rw" in clone.read_marker(Ws(cfg))["isolation"]["revoked_connect"]  # type: ignore[index]
 
     # an operator re-grants CONNECT and the application connects
     with nonprod_server.admin() as conn:
@@ -154,13 +155,13 @@ def test_verify_names_each_breach_of_isolation(
     dsn = psycopg.conninfo.make_conninfo(nonprod_server.dsn(name), user="app_rw")
     with psycopg.connect(dsn) as app:
         app.execute("select 1")
-        result = clone.verify(cfg, evidence)
+        result = clone.verify(Ws(cfg, evidence))
         assert failing(result) == {"app_sessions", "connect_privilege"}
         assert "app_rw (1)" in point(result, "app_sessions").detail
         assert "app_rw" in point(result, "connect_privilege").detail
     # reset ends that: CONNECT is revoked again, the session is gone with the old database
-    clone.reset(cfg, evidence)
-    assert clone.verify(cfg, evidence).ok
+    clone.reset(Ws(cfg, evidence))
+    assert clone.verify(Ws(cfg, evidence)).ok
 
     breaches = [
         ("alter table ops.issues enable trigger emit_issue_event", {"triggers"}),
@@ -173,7 +174,7 @@ def test_verify_names_each_breach_of_isolation(
     for statement, expected in breaches:
         with nonprod_server.admin(name) as conn:
             conn.execute(statement)
-        result = clone.verify(cfg, evidence)
+        result = clone.verify(Ws(cfg, evidence))
         assert not result.ok
         assert failing(result) == expected, (statement, result.reasons)
         reasons = " ".join(result.reasons)
@@ -183,8 +184,8 @@ def test_verify_names_each_breach_of_isolation(
             assert point(result, "leases").detail == "leases = 1"
         if statement.startswith("update core.actors"):
             assert "core.actors" in reasons
-        clone.reset(cfg, evidence)
-        assert clone.verify(cfg, evidence).ok
+        clone.reset(Ws(cfg, evidence))
+        assert clone.verify(Ws(cfg, evidence)).ok
 
 
 def test_verify_cli_prints_every_point_and_exits_1_naming_the_reason(
@@ -220,8 +221,8 @@ def test_create_refuses_a_ready_clone_and_reset_needs_the_golden_copy(
     cfg = workspace.config()
     evidence = workspace.evidence()
     with pytest.raises(BadInput, match="golden copy"):
-        clone.reset(cfg, evidence)
-    clone.create(cfg, evidence)
+        clone.reset(Ws(cfg, evidence))
+    clone.create(Ws(cfg, evidence))
     before = databases(nonprod_server)
     code, _, err = run_cli(["--workspace", str(workspace.path), "clone", "create"], capsys)
     assert code == 2 and "already exists and is ready" in err
@@ -262,7 +263,7 @@ def test_foreign_servers_and_subscriptions_are_neutralised(
     cfg = workspace.config()
     evidence = workspace.evidence()
     try:
-        info = clone.create(cfg, evidence)
+        info = clone.create(Ws(cfg, evidence))
         isolation = info.marker["isolation"]
         assert {m["user"] for m in isolation["dropped_user_mappings"]} == {"PUBLIC", "postgres"}
         assert isolation["foreign_servers"] == ["partner"]
@@ -273,11 +274,11 @@ def test_foreign_servers_and_subscriptions_are_neutralised(
                 "select subenabled, subslotname from pg_subscription where subname = 'upstream'"
             ).fetchone()
         assert sub == ((False, None) if privileged else None)
-        result = clone.verify(cfg, evidence)
+        result = clone.verify(Ws(cfg, evidence))
         assert result.ok, result.reasons
         assert point(result, "user_mappings").ok and point(result, "subscriptions").ok
         # a subscription would block DROP DATABASE: drop takes it away first
-        assert clone.drop(cfg, evidence).dropped == [name, golden_name(name)]
+        assert clone.drop(Ws(cfg, evidence)).dropped == [name, golden_name(name)]
     finally:
         with prod_server.admin(one_roof) as conn:
             conn.execute("alter subscription upstream set (slot_name = none)")
@@ -333,7 +334,7 @@ def test_a_valid_name_with_underscores_matches_no_other_database(
     workspace: Any, name: str, nonprod_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`_` is a LIKE wildcard: a name that would match ours as a pattern is not ours."""
-    clone.create(workspace.config(), workspace.evidence())
+    clone.create(Ws(workspace.config(), workspace.evidence()))
     before = databases(nonprod_server)
     lookalike = name[0] + "_" + name[2:]
     args = ["--workspace", str(workspace.path), "clone", "drop", "--name", lookalike]
@@ -378,9 +379,9 @@ def test_the_production_database_itself_is_refused(
         # the library says the same, whatever name it is given
         cfg = workspace.config()
         with pytest.raises(ForbiddenAction, match="production"):
-            clone.create(cfg, workspace.evidence(), production)
+            clone.create(Ws(cfg, workspace.evidence()), production)
         with pytest.raises(ForbiddenAction, match="production"):
-            clone.drop(cfg, workspace.evidence(), production)
+            clone.drop(Ws(cfg, workspace.evidence()), production)
     finally:
         prod_server.drop_database(production)
 
@@ -402,7 +403,7 @@ def test_a_database_without_the_marker_is_not_ours(
     assert databases(nonprod_server) == before
     with nonprod_server.admin(name) as conn:
         assert conn.execute("select v from theirs").fetchall() == [("not yours",)]
-    result = clone.verify(workspace.config(), workspace.evidence())
+    result = clone.verify(Ws(workspace.config(), workspace.evidence()))
     assert not result.ok and failing(result) == {"marker"}
 
 
@@ -416,13 +417,13 @@ def test_a_golden_copy_is_not_a_clone(
     workspace = make_workspace(one_roof, toml)
     cfg = workspace.config()
     evidence = workspace.evidence()
-    clone.create(cfg, evidence)
+    clone.create(Ws(cfg, evidence))
     before = databases(nonprod_server)
     for action in (clone.create, clone.reset, clone.drop):
         with pytest.raises(ForbiddenAction, match="golden"):
-            action(cfg, evidence, golden_name(name))
+            action(Ws(cfg, evidence), golden_name(name))
     assert databases(nonprod_server) == before
-    assert not clone.verify(cfg, evidence, golden_name(name)).ok
+    assert not clone.verify(Ws(cfg, evidence), golden_name(name)).ok
 
 
 def test_golden_names_fit_in_63_bytes_and_stay_distinct() -> None:
@@ -452,12 +453,12 @@ def test_template_method_on_the_production_server(
     cfg = workspace.config()
     evidence = workspace.evidence()
     try:
-        info = clone.create(cfg, evidence)
+        info = clone.create(Ws(cfg, evidence))
         assert info.marker["method"] == "template"
-        result = clone.verify(cfg, evidence)
+        result = clone.verify(Ws(cfg, evidence))
         assert result.ok, result.reasons
         assert any("TEMPLATE" in (r.sql or "") for r in evidence.records("audit"))
-        clone.drop(cfg, evidence)
+        clone.drop(Ws(cfg, evidence))
 
         # production in use: the copy is refused, and the message points to dump
         before = databases(prod_server)
@@ -475,7 +476,7 @@ def test_template_method_needs_the_same_server(workspace: Any, name: str) -> Non
     text = (workspace.path / "oneroof.toml").read_text().replace('"dump"', '"template"')
     (workspace.path / "oneroof.toml").write_text(text)
     with pytest.raises(BadInput, match="dump"):
-        clone.create(workspace.config(), workspace.evidence())
+        clone.create(Ws(workspace.config(), workspace.evidence()))
 
 
 # -- interrupted creates (the killed-process version is in test_clone_slow.py) ------------------
@@ -497,13 +498,13 @@ def test_an_interrupted_create_is_refused_by_verify_and_rebuilt(
     with monkeypatch.context() as patch, pytest.raises(Crash):
         patch.setattr(clone.creation, "_abandon", lambda *args, **kwargs: None)
         patch.setattr(clone.creation, "_restore", crash)
-        clone.create(cfg, evidence)
-    assert clone.read_marker(cfg)["state"] == "creating"  # type: ignore[index]
-    result = clone.verify(cfg, evidence)
+        clone.create(Ws(cfg, evidence))
+    assert clone.read_marker(Ws(cfg))["state"] == "creating"  # type: ignore[index]
+    result = clone.verify(Ws(cfg, evidence))
     assert failing(result) == {"marker"} and "creating" in point(result, "marker").detail
-    info = clone.create(cfg, evidence)
+    info = clone.create(Ws(cfg, evidence))
     assert info.recovered == [f"{name}: interrupted create (state 'creating')"]
-    assert clone.verify(cfg, evidence).ok
+    assert clone.verify(Ws(cfg, evidence)).ok
 
 
 def test_a_create_interrupted_while_making_the_golden_copy_is_rebuilt(
@@ -521,13 +522,13 @@ def test_a_create_interrupted_while_making_the_golden_copy_is_rebuilt(
     with monkeypatch.context() as patch, pytest.raises(Crash):
         patch.setattr(clone.creation, "_abandon", lambda *args, **kwargs: None)
         patch.setattr(clone.creation, "_write_marker", crash_on_golden)
-        clone.create(cfg, evidence)
+        clone.create(Ws(cfg, evidence))
     assert databases(nonprod_server)[golden_name(name)] is None  # unmarked
-    assert not clone.verify(cfg, evidence).ok
-    info = clone.create(cfg, evidence)
+    assert not clone.verify(Ws(cfg, evidence)).ok
+    info = clone.create(Ws(cfg, evidence))
     assert len(info.recovered) == 2
-    assert clone.verify(cfg, evidence).ok
-    entries = {e.name: e for e in clone.list_clones(cfg)}
+    assert clone.verify(Ws(cfg, evidence)).ok
+    entries = {e.name: e for e in clone.list_clones(Ws(cfg))}
     assert entries[golden_name(name)].role == "golden"
 
 
@@ -544,9 +545,9 @@ def test_an_unmarked_leftover_is_ours_only_when_our_journal_says_so(
     assert code == 3 and "no oneroof marker" in err
     with connect.open_server(cfg) as server:
         clone._journal(evidence, "create-started", name, server, method="dump")
-    info = clone.create(cfg, evidence)
+    info = clone.create(Ws(cfg, evidence))
     assert info.recovered == [f"{name}: unmarked leftover of an interrupted create"]
-    assert clone.verify(cfg, evidence).ok
+    assert clone.verify(Ws(cfg, evidence)).ok
 
 
 def test_a_server_newer_than_pg_dump_is_refused_before_anything_changes(
@@ -557,5 +558,5 @@ def test_a_server_newer_than_pg_dump_is_refused_before_anything_changes(
     monkeypatch.setattr(dump, "client_major", lambda *args, **kwargs: 12)
     before = databases(nonprod_server)
     with pytest.raises(BadInput, match="newer than the client"):
-        clone.create(workspace.config(), workspace.evidence())
+        clone.create(Ws(workspace.config(), workspace.evidence()))
     assert databases(nonprod_server) == before

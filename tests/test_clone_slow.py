@@ -15,6 +15,7 @@ import pytest
 
 from clone_helpers import TOML, build_one_roof, clone_name, databases, remove_clone, run_cli
 from oneroof import clone
+from oneroof.workspace import Workspace as Ws
 
 pytestmark = pytest.mark.slow
 
@@ -95,9 +96,9 @@ def test_a_create_killed_during_restore_is_never_accepted_and_create_recovers(
     wait_for(lambda: restore_sessions(nonprod_server, name) == 0, 20, "pg_restore to die")
     cfg = workspace.config()
     evidence = workspace.evidence()
-    entries = {e.name: e for e in clone.list_clones(cfg)}
+    entries = {e.name: e for e in clone.list_clones(Ws(cfg))}
     assert entries[name].state == "creating"
-    result = clone.verify(cfg, evidence)
+    result = clone.verify(Ws(cfg, evidence))
     assert not result.ok
     assert [p.name for p in result.points if not p.ok] == ["marker"]
     assert "creating" in result.reasons[0]
@@ -106,9 +107,9 @@ def test_a_create_killed_during_restore_is_never_accepted_and_create_recovers(
     )
     assert code == 1 and json.loads(out)["ok"] is False
 
-    info = clone.create(cfg, evidence)
+    info = clone.create(Ws(cfg, evidence))
     assert info.recovered and "interrupted create" in info.recovered[0]
-    verified = clone.verify(cfg, evidence)
+    verified = clone.verify(Ws(cfg, evidence))
     assert verified.ok, verified.reasons
     assert not list((cfg.state_dir / "tmp").glob(f"dump-{name}-*"))  # no dump left behind
 
@@ -119,19 +120,19 @@ def test_reset_restores_the_created_state_in_a_fraction_of_create(
     cfg = workspace.config()
     evidence = workspace.evidence()
     started = time.perf_counter()
-    created = clone.create(cfg, evidence)
+    created = clone.create(Ws(cfg, evidence))
     create_seconds = time.perf_counter() - started
     with nonprod_server.admin(name) as conn:
         conn.execute("delete from ops.archive where id % 10 = 0")
         conn.execute("alter table ops.issues enable trigger emit_issue_event")
         conn.execute("insert into ops.job_leases values ('job:late', 'w', now())")
-    assert not clone.verify(cfg, evidence).ok
+    assert not clone.verify(Ws(cfg, evidence)).ok
     before = databases(nonprod_server)
     started = time.perf_counter()
-    reset = clone.reset(cfg, evidence)
+    reset = clone.reset(Ws(cfg, evidence))
     reset_seconds = time.perf_counter() - started
     assert set(databases(nonprod_server)) == set(before)
-    result = clone.verify(cfg, evidence)
+    result = clone.verify(Ws(cfg, evidence))
     assert result.ok, result.reasons
     assert reset.marker["source_fingerprint"] == created.marker["source_fingerprint"]
     assert reset_seconds < 0.5 * create_seconds, (reset_seconds, create_seconds)

@@ -7,6 +7,7 @@ import pytest
 
 from oneroof import campaign, config, demo, report
 from oneroof.evidence import Evidence
+from oneroof.workspace import Workspace as Ws
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +88,7 @@ def test_a_broken_clone_turns_the_verdicts_to_fail(server_dir) -> None:
         check = result.workspace / "checks" / "A_regression" / "99_broken.sql"
         check.write_text("-- check: always_fails\n-- expect: value=2\nselect 1;\n")
         cfg = config.load(result.workspace)
-        again = campaign.run(cfg, Evidence(cfg.evidence_path)).report
+        again = campaign.run(Ws(cfg, Evidence(cfg.evidence_path))).report
         assert again.final_status == report.FAIL
         isolation = verdict(again, "Clone isolation")
         assert isolation.status == report.FAIL

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from oneroof import connect, fingerprint
 from oneroof.embedded import bin_dir
@@ -218,12 +220,21 @@ def test_every_builtin_type_fingerprints(prod_server, database, take) -> None:
     first = take()
     assert take().id == first.id
     assert first.sections["counts"]["public.everything"] == 2
+    # every column counts: a value of any type turned NULL changes the table's content hash,
+    # and putting it back gives the first fingerprint again
+    blind = []
     with prod_server.admin(database) as conn:
-        conn.execute("update everything set id = 3 where id = 2")
-    assert (
-        take().sections["content"]["public.everything"]
-        != first.sections["content"]["public.everything"]
-    )
+        for index, (type_name, literal) in enumerate(usable):
+            conn.execute(f"update everything set c{index} = null where id = 1")
+            if take().table_content("public.everything") == first.table_content(
+                "public.everything"
+            ):
+                blind.append(type_name)
+            conn.execute(
+                f"update everything set c{index} = %s::text::{type_name} where id = 1", (literal,)
+            )
+    assert blind == [], f"the content hash does not see a change of {blind}"
+    assert take().id == first.id
 
 
 def test_catalog_mode_has_schema_only(take) -> None:
@@ -250,15 +261,34 @@ def test_wal_position_is_recorded_and_advances_with_a_write(take, prod_server, d
     assert _lsn(second.wal) > _lsn(first.wal)
 
 
-def test_fingerprint_runs_on_production_only_through_the_guard(make_workspace, database) -> None:
+def test_fingerprint_runs_on_production_only_through_the_guard(
+    make_workspace, database, prod_server
+) -> None:
     workspace = make_workspace(database)
     cfg = workspace.config()
     evidence = workspace.evidence()
+    with prod_server.admin() as conn:
+        conn.execute(
+            sql.SQL("alter database {} set log_statement = 'all'").format(sql.Identifier(database))
+        )
+    log = prod_server.log_path
+    offset = log.stat().st_size if log is not None else 0
     with connect.open_production(cfg, evidence) as session:
         fingerprint.take(session)
-    outcomes = {r.outcome for r in evidence.records("audit")}
-    assert "refused" not in outcomes
+    records = evidence.records("audit")
+    assert "refused" not in {r.outcome for r in records}
     assert evidence.verify() == []
+    if log is None:
+        pytest.skip("an external test server: its statement log is not readable here")
+    # every statement the server received from the session was audited before it was sent
+    audited = {" ".join((r.sql or "").split()) for r in records}
+    text = log.read_bytes()[offset:].decode(errors="replace")
+    received = [
+        " ".join(m.group(1).split())
+        for m in re.finditer(r"LOG:  statement: (.*?)(?=\n\S|\Z)", text, re.S)
+    ]
+    assert len(received) > 10
+    assert [q for q in received if q not in audited] == []
 
 
 TRICKY = [

@@ -12,6 +12,7 @@ import pytest
 
 from oneroof import config, connect
 from oneroof.errors import OneroofError
+from oneroof.workspace import Workspace as Ws
 
 CLI = [sys.executable, "-c", "from oneroof.cli import main; main()"]
 SECRET = "Sup3rS3cret"
@@ -115,7 +116,7 @@ def test_a_check_file_cannot_raise_the_production_timeout(
         "select count(*) > 0 from generate_series(1, 200000000);\n"
     )
     cfg = workspace.config()
-    result = suite.run(cfg, workspace.evidence(), suite.load([checks]), target="production")
+    result = suite.run(Ws(cfg, workspace.evidence()), suite.load([checks]), target="production")
     statuses = [item.status for file in result.files for item in file.items]
     assert statuses == [suite.Status.TIMEOUT]
     sent = [r.sql for r in workspace.evidence().records("audit")]

@@ -65,4 +65,6 @@ def test_json_round_trips() -> None:
 
 def test_compliance_is_not_100_when_a_forbidden_statement_ran() -> None:
     compliance = report.Compliance(10, 2, 1, 1, 1, 0, False, True)
-    assert compliance.percent < 100
+    assert compliance.percent == 50  # one of two forbidden attempts was executed
+    assert report.Compliance(10, 4, 3, 1, 1, 0, False, True).percent == 75
+    assert report.Compliance(10, 1, 1, 0, 0, 0, True, True).percent == 100

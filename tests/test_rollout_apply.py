@@ -9,12 +9,13 @@ import pytest
 from fix_rollout import ARTIFACTS, Env, write_plan
 from oneroof import rollout
 from oneroof.errors import ForbiddenAction
+from oneroof.workspace import Workspace as Ws
 
 
 def rehearse(env: Env) -> rollout.Rehearsal:
     evidence = env.evidence()
     try:
-        result = rollout.rehearse(env.cfg, evidence, env.plan())
+        result = rollout.rehearse(Ws(env.cfg, evidence), env.plan())
     finally:
         evidence.close()
     assert result.ok, result.to_dict()
@@ -24,7 +25,9 @@ def rehearse(env: Env) -> rollout.Rehearsal:
 def apply(env: Env, *, execute: bool = True, only_auto: bool = False) -> rollout.ApplyResult:
     evidence = env.evidence()
     try:
-        return rollout.apply(env.cfg, evidence, env.plan(), execute=execute, only_auto=only_auto)
+        return rollout.apply(
+            Ws(env.cfg, evidence), env.plan(), execute=execute, only_auto=only_auto
+        )
     finally:
         evidence.close()
 

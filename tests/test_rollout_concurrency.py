@@ -10,6 +10,7 @@ import time
 
 from fix_rollout import Env, write_plan
 from oneroof import rollout
+from oneroof.workspace import Workspace as Ws
 
 
 def prepare(env: Env, extra: str = "", overrides: dict[str, str] | None = None) -> None:
@@ -17,7 +18,7 @@ def prepare(env: Env, extra: str = "", overrides: dict[str, str] | None = None) 
     env.make_clone()
     evidence = env.evidence()
     try:
-        assert rollout.rehearse(env.cfg, evidence, env.plan()).ok
+        assert rollout.rehearse(Ws(env.cfg, evidence), env.plan()).ok
     finally:
         evidence.close()
     env.prod("update app.flags set value = 1 where name = 'go'")
@@ -101,7 +102,7 @@ def test_watch_applies_the_auto_set_and_verify_when_the_gate_opens(env: Env) -> 
     opener.start()
     evidence = env.evidence()
     try:
-        result = rollout.watch(env.cfg, evidence, env.plan(), interval=0.2, timeout=20)
+        result = rollout.watch(Ws(env.cfg, evidence), env.plan(), interval=0.2, timeout=20)
     finally:
         opener.join()
         evidence.close()
@@ -121,7 +122,7 @@ def test_watch_leaves_a_writing_manual_artifact_for_a_human(env: Env) -> None:
     prepare(env, overrides={"03_verify.sql": manual})
     evidence = env.evidence()
     try:
-        result = rollout.watch(env.cfg, evidence, env.plan(), interval=0.2, timeout=5)
+        result = rollout.watch(Ws(env.cfg, evidence), env.plan(), interval=0.2, timeout=5)
     finally:
         evidence.close()
     assert result.ok

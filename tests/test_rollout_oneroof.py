@@ -21,6 +21,7 @@ from fix_pg import Server
 from fix_rollout import CLI, make_clone
 from oneroof import config, rollout
 from oneroof.evidence import Evidence
+from oneroof.workspace import Workspace as Ws
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "one-roof"
 
@@ -81,7 +82,7 @@ def test_the_ownership_seed_end_to_end(
         make_clone(cfg, evidence, production, nonprod_server.dsn("postgres"), cfg.clone.name or "")
         plan = rollout.load_plan(workspace / "rollout" / "F_ownership_seed", cfg)
 
-        rehearsal = rollout.rehearse(cfg, evidence, plan)
+        rehearsal = rollout.rehearse(Ws(cfg, evidence), plan)
         assert rehearsal.ok, rehearsal.to_dict()
         runs = {run.id: run for run in rehearsal.artifacts}
         zero = {"inserted": 0, "updated": 0, "deleted": 0}
@@ -97,7 +98,7 @@ def test_the_ownership_seed_end_to_end(
         assert "core.ownership_id_seq" in rehearsal.sequences_restored
         assert rehearsal.touched_tables == ["core.ownership"]
 
-        refused = rollout.apply(cfg, evidence, plan, execute=True)
+        refused = rollout.apply(Ws(cfg, evidence), plan, execute=True)
         assert refused.status == "gate closed" and not refused.ok
         assert {g.expression for _, g in refused.closed_gates} == {"ospa >= 1"}
         assert counters(production) == {"gap": 210, "ospa": 0, "candidates": 0}

@@ -9,12 +9,13 @@ import pytest
 from fix_rollout import ARTIFACTS, Env, write_plan
 from oneroof import connect, rollout
 from oneroof.errors import ForbiddenAction
+from oneroof.workspace import Workspace as Ws
 
 
 def rehearse(env: Env) -> rollout.Rehearsal:
     evidence = env.evidence()
     try:
-        return rollout.rehearse(env.cfg, evidence, env.plan())
+        return rollout.rehearse(Ws(env.cfg, evidence), env.plan())
     finally:
         evidence.close()
 
@@ -120,7 +121,7 @@ def test_a_rehearsal_runs_on_the_clone_only(env: Env) -> None:
             connect.open_production(env.cfg, evidence) as session,
             pytest.raises(ForbiddenAction, match="clone only"),
         ):
-            rollout.rehearse(env.cfg, evidence, env.plan(), session=session)
+            rollout.rehearse(Ws(env.cfg, evidence), env.plan(), session=session)
     finally:
         evidence.close()
 
@@ -131,7 +132,7 @@ def test_a_clone_of_a_partly_applied_production_rehearses_only_the_rest(env: Env
     env.prod("update app.flags set value = 1 where name in ('go', 'halt')")
     evidence = env.evidence()
     try:
-        halted = rollout.apply(env.cfg, evidence, env.plan(), execute=True)
+        halted = rollout.apply(Ws(env.cfg, evidence), env.plan(), execute=True)
     finally:
         evidence.close()
     assert halted.status == "halted" and halted.applied == ["T_01_add"]
@@ -144,7 +145,7 @@ def test_a_clone_of_a_partly_applied_production_rehearses_only_the_rest(env: Env
     assert [run.status for run in result.artifacts] == ["skipped", "ok", "ok"]
     evidence = env.evidence()
     try:
-        applied = rollout.apply(env.cfg, evidence, env.plan(), execute=True)
+        applied = rollout.apply(Ws(env.cfg, evidence), env.plan(), execute=True)
     finally:
         evidence.close()
     assert applied.ok and applied.applied == ["T_02_close", "T_03_verify"]

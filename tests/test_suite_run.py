@@ -16,6 +16,7 @@ from psycopg import sql
 
 from oneroof import cli, connect, fingerprint, suite
 from oneroof.cli._app import out
+from oneroof.workspace import Workspace as Ws
 from test_suite_parse import junit_statuses, tap_statuses
 
 CLONE_SCHEMA = """
@@ -135,7 +136,7 @@ def test_each_status_is_reported_as_such(workspace: Any, clone: str, tmp_path: P
     cfg = workspace.config()
     evidence = workspace.evidence()
     files = suite.load([folder])
-    result = suite.run(cfg, evidence, files, target="clone", clone_name=clone, objective="T")
+    result = suite.run(Ws(cfg, evidence), files, target="clone", clone_name=clone, objective="T")
     items = by_title(result)
     assert {title: str(item.status) for title, item in items.items()} == EXPECTED_STATUSES
     assert items["fails"].expected == "rows=2" and items["fails"].got == "1 row"
@@ -212,7 +213,7 @@ def test_a_writing_scenario_leaves_the_clone_exactly_as_it_was(
     file = write(tmp_path, "churn.sql", CHURN)
     with connect.open_clone(cfg, evidence, clone) as session:
         before = fingerprint.take(session, mode="full")
-    result = suite.run(cfg, evidence, suite.load([file]), target="clone", clone_name=clone)
+    result = suite.run(Ws(cfg, evidence), suite.load([file]), target="clone", clone_name=clone)
     assert [str(i.status) for i in result.items] == ["passed"] * 7, [
         i.detail() for i in result.items
     ]
@@ -243,8 +244,7 @@ def test_residue_is_named(workspace: Any, clone: str, tmp_path: Path, nonprod_se
             conn.execute("insert into guarded values (99)")
 
     result = suite.run(
-        workspace.config(),
-        workspace.evidence(),
+        Ws(workspace.config(), workspace.evidence()),
         suite.load([file]),
         target="clone",
         clone_name=clone,
@@ -259,8 +259,7 @@ def test_residue_is_named(workspace: Any, clone: str, tmp_path: Path, nonprod_se
 def test_without_the_residue_proof(workspace: Any, clone: str, tmp_path: Path) -> None:
     file = write(tmp_path, "c.sql", "-- check: a\n-- expect: true\nselect true;\n")
     result = suite.run(
-        workspace.config(),
-        workspace.evidence(),
+        Ws(workspace.config(), workspace.evidence()),
         suite.load([file]),
         target="clone",
         clone_name=clone,
@@ -284,8 +283,7 @@ def test_a_timeout_in_a_step_stops_the_scenario(workspace: Any, clone: str, tmp_
         """,
     )
     result = suite.run(
-        workspace.config(),
-        workspace.evidence(),
+        Ws(workspace.config(), workspace.evidence()),
         suite.load([file]),
         target="clone",
         clone_name=clone,
@@ -315,7 +313,7 @@ def test_a_check_that_writes_on_production_is_refused(
 ) -> None:
     file = write(tmp_path, "prod.sql", PRODUCTION_CHECKS)
     evidence = workspace.evidence()
-    result = suite.run(workspace.config(), evidence, suite.load([file]), target="production")
+    result = suite.run(Ws(workspace.config(), evidence), suite.load([file]), target="production")
     assert [str(i.status) for i in result.items] == ["passed", "refused", "refused"]
     refused = result.items[1]
     assert "DELETE writes rows" in (refused.message or "")
@@ -357,7 +355,7 @@ def test_writing_scenarios_are_not_applicable_to_production(workspace: Any, tmp_
     )
     evidence = workspace.evidence()
     result = suite.run(
-        workspace.config(), evidence, suite.load([writing, reading]), target="production"
+        Ws(workspace.config(), evidence), suite.load([writing, reading]), target="production"
     )
     assert [str(i.status) for i in result.items] == [
         "not applicable",

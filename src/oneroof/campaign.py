@@ -20,6 +20,7 @@ from oneroof.config import Config, Objective
 from oneroof.errors import NotFound, OneroofError
 from oneroof.evidence import Evidence, Record
 from oneroof.report import PASS, Report, write_all
+from oneroof.workspace import Workspace
 
 Step = Callable[[str], None]
 
@@ -49,17 +50,17 @@ def _suite_paths(cfg: Config, objective: Objective) -> list[Path]:
     return paths
 
 
-def _ready_clone(cfg: Config, name: str) -> clone.CloneEntry | None:
-    for entry in clone.list_clones(cfg):
+def _ready_clone(ws: Workspace, name: str) -> clone.CloneEntry | None:
+    for entry in clone.list_clones(ws):
         if entry.name == name and entry.role == "clone" and entry.state == "ready":
             return entry
     return None
 
 
-def _isolation_facts(cfg: Config, evidence: Evidence, name: str) -> dict[str, Any]:
+def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
     """Measured on the clone: app-role sessions, disabled triggers, leases."""
-    production = connect.production_identity(cfg, evidence)
-    with connect.open_clone(cfg, evidence, name, production=production) as session:
+    cfg = ws.cfg
+    with ws.clone(name) as session:
         raw = session.raw_for_clone
         app_sessions = raw.execute(
             "select count(*) from pg_catalog.pg_stat_activity"
@@ -108,14 +109,16 @@ class Measurements:
     clone_source: fingerprint.Fingerprint | None
     clone_source_error: str | None
     audit: list[Record]
-    production_sessions: int
+    production_sessions: int  # guarded sessions oneroof opened on production
+    dump_sessions: int  # connections of the pg_dump runs (one more than its jobs)
 
 
-def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> CampaignResult:
+def run(ws: Workspace, *, step: Step | None = None) -> CampaignResult:
     """Run the campaign, judge it and write its report into `.oneroof/reports/<time>/`."""
     from oneroof import verdicts
 
-    measured = measure(cfg, evidence, step=step)
+    cfg, evidence = ws.cfg, ws.evidence
+    measured = measure(ws, step=step)
     report = verdicts.judge(cfg, measured)
     directory = cfg.state_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     files = write_all(report, directory)
@@ -123,15 +126,20 @@ def run(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Campaig
     return CampaignResult(report, directory, files)
 
 
-def measure(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Measurements:
-    """Every measurement of the campaign, in one pass; nothing is judged here."""
+def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
+    """Every measurement of the campaign, in one pass; nothing is judged here.
+
+    Production is read through the workspace's one shared reader session (plus the dump's
+    own sessions when the clone is made, and `--jobs` workers): the count is measured.
+    """
+    cfg, evidence = ws.cfg, ws.evidence
     say = step or (lambda _message: None)
     started = _now()
     first_seq = evidence.last_seq()
     name = connect.clone_name(cfg)
 
     say("entry fingerprint of production")
-    with connect.open_production(cfg, evidence) as session:
+    with ws.production() as session:
         entry = fingerprint.take(
             session,
             mode="full",
@@ -144,10 +152,10 @@ def measure(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Mea
 
     say(f"clone {name}: create or verify")
     created = False
-    if _ready_clone(cfg, name) is None:
-        clone.create(cfg, evidence, name, step=lambda message: say(f"  {message}"))
+    if _ready_clone(ws, name) is None:
+        clone.create(ws, name, step=lambda message: say(f"  {message}"))
         created = True
-    isolation_before = clone.verify(cfg, evidence, name)
+    isolation_before = clone.verify(ws, name)
 
     results: dict[str, list[suite.RunResult]] = {}
     on_production: dict[str, list[suite.RunResult]] = {}
@@ -158,14 +166,12 @@ def measure(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Mea
             say(f"objective {objective.id}: suites on the clone")
             suite_files = suite.load(_suite_paths(cfg, objective))
             results[objective.id] = [
-                suite.run(cfg, evidence, suite_files, target="clone", objective=objective.id)
+                suite.run(ws, suite_files, target="clone", objective=objective.id)
             ]
             if objective.also_on_production:
                 say(f"objective {objective.id}: suites on production (acceptance test)")
                 on_production[objective.id] = [
-                    suite.run(
-                        cfg, evidence, suite_files, target="production", objective=objective.id
-                    )
+                    suite.run(ws, suite_files, target="production", objective=objective.id)
                 ]
         if objective.rollout:
             say(f"objective {objective.id}: rollout rehearsal on the clone")
@@ -173,17 +179,17 @@ def measure(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Mea
             if not plan_path.is_absolute():
                 plan_path = cfg.workspace / plan_path
             plan = rollout.load_plan(plan_path, cfg)
-            rehearsal = rollout.rehearse(cfg, evidence, plan, clone_name=name)
+            rehearsal = rollout.rehearse(ws, plan, clone_name=name)
             rehearsals[objective.id] = (plan, rehearsal)
-            ledgers[objective.id] = rollout.status(cfg, evidence, plan).ledger
+            ledgers[objective.id] = rollout.status(ws, plan).ledger
 
     say("gates on production")
-    isolation_after = clone.verify(cfg, evidence, name)
-    facts_clone = _isolation_facts(cfg, evidence, name)
-    gate_values = _gate_values(cfg, evidence, clone_verified=isolation_after.ok)
+    isolation_after = clone.verify(ws, name)
+    facts_clone = _isolation_facts(ws, name)
+    gate_values = _gate_values(ws, clone_verified=isolation_after.ok)
 
     say("exit fingerprint of production")
-    with connect.open_production(cfg, evidence) as session:
+    with ws.production() as session:
         exit_fp = fingerprint.take(
             session,
             mode=entry.mode,
@@ -195,10 +201,10 @@ def measure(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Mea
     source: fingerprint.Fingerprint | None = None
     source_error: str | None = None
     try:
-        source = clone.source_fingerprint(cfg, evidence, name)
+        source = clone.source_fingerprint(ws, name)
     except OneroofError as exc:
         source_error = str(exc)
-    ready = _ready_clone(cfg, name)
+    ready = _ready_clone(ws, name)
     audit = [r for r in evidence.records("audit", since=first_seq) if r.role == "production"]
     return Measurements(
         started=started,
@@ -224,15 +230,21 @@ def measure(cfg: Config, evidence: Evidence, *, step: Step | None = None) -> Mea
         clone_source_error=source_error,
         audit=audit,
         production_sessions=sum(1 for r in audit if r.sql == "-- connect"),
+        dump_sessions=sum(
+            int(r.payload.get("jobs", 1)) + 1
+            for r in audit
+            if r.payload.get("program") == "pg_dump"
+        ),
     )
 
 
-def _gate_values(cfg: Config, evidence: Evidence, *, clone_verified: bool) -> dict[str, Any]:
+def _gate_values(ws: Workspace, *, clone_verified: bool) -> dict[str, Any]:
     """The values every target gate needs, read from production in one snapshot."""
-    parsed = gates.target_gates(cfg)
+    parsed = gates.target_gates(ws.cfg)
     names = {name for _, gate in parsed for name in gate.names}
-    with connect.open_production(cfg, evidence) as session:
-        return gates.read_values(session, cfg, names, builtins={"clone_verified": clone_verified})
+    with ws.production() as session:
+        builtins = {"clone_verified": clone_verified}
+        return gates.read_values(session, ws.cfg, names, builtins=builtins)
 
 
 def latest_report(evidence: Evidence) -> Report:

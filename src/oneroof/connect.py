@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import psycopg.conninfo
@@ -412,13 +412,6 @@ class Session:
         return str(self.execute(f"SHOW {name}")[0][0])
 
     @property
-    def raw_for_clone(self) -> psycopg.Connection[Any]:
-        """The underlying connection — clone and server roles only (COPY, notices)."""
-        if self.role == PRODUCTION:
-            raise ForbiddenAction("the raw production connection is never handed out")
-        return self._conn
-
-    @property
     def closed(self) -> bool:
         return self._conn.closed
 
@@ -428,11 +421,32 @@ class Session:
                 self._end(ROLLBACK)
             self._conn.close()
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ProductionSession(Session):
+    """A guarded, read-only, audited session on production; its raw connection stays inside."""
+
+
+class _Raw(Session):
+    @property
+    def raw_for_clone(self) -> psycopg.Connection[Any]:
+        """The underlying connection, for COPY and notices: never on production (mypy sees it)."""
+        if self.role == PRODUCTION:  # belt and braces: the type already keeps production out
+            raise ForbiddenAction("the raw production connection is never handed out")
+        return self._conn
+
+
+class CloneSession(_Raw):
+    """A read-write session on a clone that passed the name guard, identity and marker checks."""
+
+
+class ServerSession(_Raw):
+    """The non-production server's maintenance session (CREATE/DROP DATABASE)."""
 
 
 def _timeout_ms(value: str, key: str) -> str:
@@ -484,7 +498,7 @@ def statement_timeout_ms(config: Config) -> int:
         ) from None
 
 
-def open_production(config: Config, evidence: Evidence) -> Session:
+def open_production(config: Config, evidence: Evidence) -> ProductionSession:
     """A read-only, guarded, audited session on production, as the least-privilege reader.
 
     Refused (`ForbiddenAction`) when the role may do more than read, unless
@@ -495,7 +509,7 @@ def open_production(config: Config, evidence: Evidence) -> Session:
 
 def _open_production(
     config: Config, evidence: Evidence, dsn_setting: Dsn, *, applier: bool
-) -> Session:
+) -> ProductionSession:
     dsn = dsn_setting.resolve()
     max_timeout_ms = statement_timeout_ms(config)
     conn = _connect(
@@ -507,7 +521,7 @@ def _open_production(
     )
     try:
         evidence.audit(PRODUCTION, guard.Kind.INTERNAL, "-- connect", "sent", target=_describe(dsn))
-        session = Session(conn, PRODUCTION, evidence, None)
+        session = ProductionSession(conn, PRODUCTION, evidence, None)
         session.max_timeout_ms = max_timeout_ms
         flag = session.internal(READ_ONLY_PROOF)
         if not flag or flag[0][0] != "on":
@@ -560,7 +574,7 @@ def prove_read_only(session: Session) -> str:
     raise CheckFailed("production accepted a write: the session is NOT read-only")
 
 
-def open_production_writer(config: Config, evidence: Evidence) -> Session:
+def open_production_writer(config: Config, evidence: Evidence) -> ProductionSession:
     """A production session that may open gated write transactions (rollout apply only).
 
     It connects as `[production] apply_dsn` (else `dsn`) and is opened read-only like every
@@ -629,14 +643,14 @@ def server_dsn(config: Config) -> Dsn:
     return config.clone_server_dsn
 
 
-def open_server(config: Config) -> Session:
+def open_server(config: Config) -> ServerSession:
     """The maintenance session on the non-production server (CREATE/DROP DATABASE)."""
     dsn = server_dsn(config)
     conn = _connect(dsn.resolve(), "non-production", "clone.server_dsn", application_name="oneroof")
-    return Session(conn, SERVER, None, None)
+    return ServerSession(conn, SERVER, None, None)
 
 
-def read_marker(session: Session) -> dict[str, Any] | None:
+def read_marker(session: CloneSession) -> dict[str, Any] | None:
     """The clone marker of the session's database, or None when it carries none."""
     rows = session.raw_for_clone.execute(
         "select pg_catalog.shobj_description(d.oid, 'pg_database')"
@@ -667,7 +681,7 @@ def open_clone(
     require_marker: bool = True,
     production: ServerIdentity | None = None,
     ready_only: bool = False,
-) -> Session:
+) -> CloneSession:
     """A read-write session on the clone, after the name guard, identity and marker checks.
 
     `ready_only` also refuses a clone whose marker says it is still being made (suites,
@@ -681,7 +695,7 @@ def open_clone(
     dsn = psycopg.conninfo.make_conninfo(server_dsn(config).resolve(), dbname=target)
     conn = _connect(dsn, "clone", "clone.server_dsn", application_name="oneroof-clone")
     try:
-        session = Session(conn, CLONE, evidence, None)
+        session = CloneSession(conn, CLONE, evidence, None)
         if session.identity.database != target:
             raise ForbiddenAction(
                 f"refused: connected to {session.identity.database!r}, not the clone {target!r}"

@@ -23,6 +23,7 @@ from oneroof import campaign, clone, config, connect, roles, rollout
 from oneroof.embedded import EmbeddedServer
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence
+from oneroof.workspace import Workspace
 
 PRODUCTION_DATABASE = "one_roof"
 _DEMO_MARK = ".oneroof-demo"
@@ -132,19 +133,22 @@ def run(
             result.generated = dict(generator.build(world, objects=objects, gap=gap, seed=seed))
         cfg = config.load(workspace)
         evidence = Evidence(cfg.evidence_path)
-        result.reports.append(campaign.run(cfg, evidence, step=say))
+        with Workspace(cfg, evidence) as ws:
+            result.reports.append(campaign.run(ws, step=say))
         if ratify:
             say("the humans ratify APR-BOOT-AUTHMODEL-1 (L2 quorum + L4 President signature)")
             with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as world:
                 generator.ratify(world)
             plans = [o.rollout for o in cfg.objectives if o.rollout]
-            for plan_dir in plans:
-                plan = rollout.load_plan(workspace / str(plan_dir), cfg)
-                say(f"rollout watch {plan_dir}: gates open → auto-executable set, then verify")
-                result.applied = rollout.watch(cfg, evidence, plan, interval=0.5, timeout=60)
-            say("re-clone from the changed production")
-            clone.drop(cfg, evidence)
-            result.reports.append(campaign.run(cfg, evidence, step=say))
+            with Workspace(cfg, evidence) as ws:
+                for plan_dir in plans:
+                    plan = rollout.load_plan(workspace / str(plan_dir), cfg)
+                    say(f"rollout watch {plan_dir}: gates open → auto-executable set, then verify")
+                    result.applied = rollout.watch(ws, plan, interval=0.5, timeout=60)
+                say("re-clone from the changed production")
+                clone.drop(ws)
+            with Workspace(cfg, evidence) as ws:
+                result.reports.append(campaign.run(ws, step=say))
     finally:
         if not keep:
             production.remove()

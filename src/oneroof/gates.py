@@ -24,6 +24,8 @@ Evaluation (`evaluate`) is a pure function of the parsed gate and values already
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 import warnings
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +160,8 @@ def parse(
         raise bad(_syntax_message(source, exc)) from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
         raise bad(f"cannot be read: {type(exc).__name__}") from None
+    if _has_comment(source):
+        raise bad("'#' starts no comment in a gate: remove it (and what follows)")
     body = tree.body
     names: list[str] = []
     _check(body, source, bad, names)
@@ -166,6 +170,15 @@ def parse(
         choices = ", ".join(sorted(known or ())) or "none defined"
         raise bad(f"unknown name(s) {', '.join(unknown)} (known counters: {choices})")
     return Gate(source, body, tuple(sorted(set(names))), where, line)
+
+
+def _has_comment(source: str) -> bool:
+    """True when Python's tokenizer would drop part of the text as a `#` comment."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return "#" in source
+    return any(token.type == tokenize.COMMENT for token in tokens)
 
 
 def _syntax_message(source: str, exc: SyntaxError) -> str:

@@ -72,9 +72,12 @@ class Compliance:
         )
         if ok:
             return 100
-        bad = self.forbidden_executed + self.writes_outside_apply
-        total = max(1, self.forbidden_attempted + self.writes_outside_apply)
-        return max(0, round(100 * (1 - bad / total)))
+        # the share of forbidden actions that did not happen: each executed one counts once,
+        # and residue left on the clone counts as one more
+        bad = max(self.forbidden_executed, self.writes_outside_apply)
+        bad += 0 if self.clone_residue_free else 1
+        total = max(1, self.forbidden_attempted + (0 if self.clone_residue_free else 1))
+        return min(99, max(0, round(100 * (1 - bad / total))))
 
 
 @dataclass

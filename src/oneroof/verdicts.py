@@ -107,7 +107,8 @@ def judge(cfg: Config, m: Measurements) -> Report:
             "exit WAL": m.exit.wal,
             "clone": m.clone_name,
             "production role": role_fact,
-            "production sessions": m.production_sessions,
+            "production sessions": f"{m.production_sessions} guarded"
+            + (f" + {m.dump_sessions} of pg_dump" if m.dump_sessions else ""),
             "production": f"{m.entry.identity.get('database')} on "
             f"{m.entry.identity.get('host')}:{m.entry.identity.get('port')}",
             **{f"counter {k}": v for k, v in sorted(measured.items())},
@@ -357,4 +358,3 @@ def lifecycle_verdict(golden: str | None, created: bool, verified: bool) -> Verd
         "drop/reset/re-clone: oneroof clone drop | reset | create"
     )
     return Verdict(LIFECYCLE, PASS if not reasons else FAIL, headline, reasons=reasons)
-

@@ -13,11 +13,10 @@ import sys
 import traceback
 
 import click
-import psycopg
 import typer
 
 from oneroof.cli import campaign, check, clone, core, fingerprint, rollout, serve  # noqa: F401  (registers commands)
-from oneroof.cli._app import app, err
+from oneroof.cli._app import app, close_workspaces, err
 from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code, pg_message
 
 __all__ = ["app", "main"]
@@ -36,7 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run, translate errors, exit."""
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="oneroof", standalone_mode=False)
+        try:
+            result = command.main(args=argv, prog_name="oneroof", standalone_mode=False)
+        finally:
+            close_workspaces()
     except OneroofError as exc:
         if os.environ.get("ONEROOF_DEBUG"):
             traceback.print_exc()
@@ -45,11 +47,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exit_code(exc))
     except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except psycopg.Error as exc:
-        if os.environ.get("ONEROOF_DEBUG"):
-            traceback.print_exc()
-        err.print(f"oneroof: PostgreSQL error: {pg_message(exc)}", markup=False)
-        sys.exit(EXIT_FAILED)
     except _USAGE_ERRORS as exc:
         exc.show()
         sys.exit(2)
@@ -59,6 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("oneroof: interrupted")
         sys.exit(130)
+    except Exception as exc:
+        psycopg = sys.modules.get("psycopg")  # loaded only when a command connected
+        if psycopg is None or not isinstance(exc, psycopg.Error):
+            raise
+        if os.environ.get("ONEROOF_DEBUG"):
+            traceback.print_exc()
+        err.print(f"oneroof: PostgreSQL error: {pg_message(exc)}", markup=False)
+        sys.exit(EXIT_FAILED)
     sys.exit(result_code(result))
 
 
@@ -66,6 +71,8 @@ def result_code(result: object) -> int:
     """The exit code of a command's result: 0 when it is ok (or there is none), 1 otherwise."""
     if result is None:
         return EXIT_OK
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result  # click's own exit (--version, --help) under standalone_mode=False
     ok = getattr(result, "ok", None)
     if not isinstance(ok, bool):
         raise TypeError(f"a command returned {type(result).__name__}, which has no .ok")

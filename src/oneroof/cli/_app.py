@@ -7,13 +7,17 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
 import typer
 from rich.console import Console
 
-from oneroof import __version__, config
-from oneroof.evidence import Evidence
+from oneroof import __version__
+
+if TYPE_CHECKING:
+    from oneroof import config
+    from oneroof.evidence import Evidence
+    from oneroof.workspace import Workspace
 
 app = typer.Typer(
     name="oneroof",
@@ -42,9 +46,10 @@ class Outcome:
 
 
 class State:
-    """Global options shared by every command."""
+    """Global options shared by every command, and the workspaces it opened (closed by main)."""
 
     workspace: Path | None = None
+    opened: ClassVar[list[Workspace]] = []
 
 
 state = State()
@@ -79,11 +84,29 @@ def _main(
 
 def load_config() -> config.Config:
     """The workspace config named by the global options."""
+    from oneroof import config
+
     return config.load(state.workspace)
+
+
+def open_workspace() -> Workspace:
+    """The command's one Workspace: config, evidence store, sessions; `main` closes it."""
+    from oneroof.workspace import Workspace
+
+    ws = Workspace(load_config())
+    state.opened.append(ws)
+    return ws
+
+
+def close_workspaces() -> None:
+    while state.opened:
+        state.opened.pop().close()
 
 
 def open_evidence(cfg: config.Config) -> Evidence:
     """The workspace's evidence store."""
+    from oneroof.evidence import Evidence
+
     return Evidence(cfg.evidence_path)
 
 

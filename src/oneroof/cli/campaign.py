@@ -6,12 +6,22 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from oneroof import campaign, demo, report
-from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out
+if TYPE_CHECKING:
+    pass
+from oneroof.cli._app import (
+    Outcome,
+    Result,
+    app,
+    err,
+    load_config,
+    open_evidence,
+    open_workspace,
+    out,
+)
 
 
 def _step(message: str) -> None:
@@ -36,10 +46,11 @@ def _progress() -> Iterator[Callable[[str], None]]:
 @app.command("run")
 def run_command() -> Result | None:
     """Run the campaign: fingerprints, clone, suites, rehearsals, gates → report (exit 1: FAIL)."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
+    from oneroof import campaign, report
+
+    ws = open_workspace()
     with _progress() as step:
-        result = campaign.run(cfg, evidence, step=step)
+        result = campaign.run(ws, step=step)
     out.print(report.summary(result.report), markup=False)
     err.print(f"report: {result.files['md']} (also .json, .html)")
     return result
@@ -51,6 +62,8 @@ def report_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
 ) -> Result | None:
     """Print the report of the newest campaign (md, json or html)."""
+    from oneroof import campaign, report
+
     cfg = load_config()
     evidence = open_evidence(cfg)
     latest = campaign.latest_report(evidence)
@@ -77,6 +90,8 @@ def demo_command(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the servers running")] = False,
 ) -> Result | None:
     """The whole campaign on two embedded servers and the One-Roof reference workload."""
+    from oneroof import demo, report
+
     with _progress() as step:
         result = demo.run(
             directory=directory,

@@ -4,31 +4,34 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from oneroof import suite
-from oneroof.cli._app import Result, app, err, load_config, open_evidence, out, print_json
-from oneroof.config import Config
-from oneroof.errors import BadInput
+if TYPE_CHECKING:
+    from oneroof import suite
+    from oneroof.config import Config
+from oneroof.cli._app import Result, app, err, open_workspace, out, print_json
 
+# by status value: the suite module is imported only when a check runs
 _STYLES = {
-    suite.Status.PASSED: "green",
-    suite.Status.FAILED: "red",
-    suite.Status.ERROR: "red",
-    suite.Status.TIMEOUT: "red",
-    suite.Status.REFUSED: "bold red",
-    suite.Status.NOT_REACHED: "yellow",
-    suite.Status.NOT_APPLICABLE: "dim",
+    "passed": "green",
+    "failed": "red",
+    "error": "red",
+    "timeout": "red",
+    "refused": "bold red",
+    "not reached": "yellow",
+    "not applicable": "dim",
 }
 
 
 def _paths(cfg: Config, paths: list[Path], objective: str | None) -> list[Path]:
     """The files to run: PATH arguments, else the suites of the objective (workspace-relative)."""
+    from oneroof.errors import BadInput
+
     if objective is not None:
         known = {o.id: o for o in cfg.objectives}
         if objective not in known:
@@ -48,6 +51,8 @@ def _paths(cfg: Config, paths: list[Path], objective: str | None) -> list[Path]:
 
 
 def _table(result: suite.RunResult) -> Table:
+    from oneroof import suite
+
     table = Table(
         title=escape(f"oneroof check on {result.target} ({result.database})"),
         show_header=True,
@@ -109,19 +114,20 @@ def check(
     ] = False,
 ) -> Result | None:
     """Run checks and scenarios rollback-only; exit 0 only when every one passed."""
+    from oneroof import suite
+    from oneroof.errors import BadInput
+
     if target not in suite.TARGETS:
         raise BadInput("--target must be clone or production")
     if as_json and tap:
         raise BadInput("--json and --tap both print on stdout: choose one")
-    cfg = load_config()
-    files = suite.load(_paths(cfg, list(paths or []), objective))  # parse all before any SQL
-    evidence = open_evidence(cfg)
+    ws = open_workspace()
+    files = suite.load(_paths(ws.cfg, list(paths or []), objective))  # parse all before any SQL
     total = sum(len(f.items) for f in files)
     with _progress(total) as bar:
         task = bar.add_task("items", total=total)
         result = suite.run(
-            cfg,
-            evidence,
+            ws,
             files,
             target=target,
             objective=objective,

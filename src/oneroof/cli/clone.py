@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from oneroof import clone as clones
-from oneroof.cli._app import Result, app, err, load_config, open_evidence, out, print_json
+if TYPE_CHECKING:
+    from oneroof import clone as clones
+from oneroof.cli._app import Result, app, err, open_workspace, out, print_json
 
 clone_app = typer.Typer(
     help="The isolated non-production copy of production: create, verify, reset, drop, list."
@@ -56,8 +57,9 @@ def _show_info(info: clones.CloneInfo, as_json: bool) -> None:
 @clone_app.command("create")
 def create(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Copy production into a new isolated clone (from one snapshot) and keep a golden copy."""
-    cfg = load_config()
-    info = clones.create(cfg, open_evidence(cfg), name, step=_say)
+    from oneroof import clone as clones
+
+    info = clones.create(open_workspace(), name, step=_say)
     _show_info(info, as_json)
     return None
 
@@ -65,8 +67,9 @@ def create(name: NameOption = None, as_json: JsonOption = False) -> Result | Non
 @clone_app.command("reset")
 def reset(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Rebuild the clone from its golden copy and re-isolate it (production is not touched)."""
-    cfg = load_config()
-    info = clones.reset(cfg, open_evidence(cfg), name, step=_say)
+    from oneroof import clone as clones
+
+    info = clones.reset(open_workspace(), name, step=_say)
     _show_info(info, as_json)
     return None
 
@@ -74,8 +77,9 @@ def reset(name: NameOption = None, as_json: JsonOption = False) -> Result | None
 @clone_app.command("verify")
 def verify(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Prove the clone isolated and its committed state the one copied; exit 1 naming why not."""
-    cfg = load_config()
-    result = clones.verify(cfg, open_evidence(cfg), name)
+    from oneroof import clone as clones
+
+    result = clones.verify(open_workspace(), name)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -95,8 +99,9 @@ def verify(name: NameOption = None, as_json: JsonOption = False) -> Result | Non
 @clone_app.command("drop")
 def drop(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
     """Drop the clone and its golden copy (only databases that are marked clones of ours)."""
-    cfg = load_config()
-    result = clones.drop(cfg, open_evidence(cfg), name, step=_say)
+    from oneroof import clone as clones
+
+    result = clones.drop(open_workspace(), name, step=_say)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -107,8 +112,9 @@ def drop(name: NameOption = None, as_json: JsonOption = False) -> Result | None:
 @clone_app.command("list")
 def list_command(as_json: JsonOption = False) -> Result | None:
     """List the marked clones and golden copies on the non-production server."""
-    cfg = load_config()
-    entries = clones.list_clones(cfg)
+    from oneroof import clone as clones
+
+    entries = clones.list_clones(open_workspace())
     if as_json:
         print_json([entry.to_dict() for entry in entries])
         return None

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from oneroof import config
-from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out, print_json
+if TYPE_CHECKING:
+    pass
+from oneroof.cli._app import (
+    Outcome,
+    Result,
+    app,
+    err,
+    load_config,
+    open_evidence,
+    open_workspace,
+    out,
+    print_json,
+)
 from oneroof.cli._app import cell as _cell
 
 audit_app = typer.Typer(help="The audit log: every statement sent to or refused for production.")
@@ -26,10 +37,10 @@ def doctor(
     """Reach each configured server, show versions and identity, prove production read-only."""
     from oneroof import connect, dump
 
-    cfg = load_config()
-    evidence = open_evidence(cfg)
+    ws = open_workspace()
+    cfg = ws.cfg
     report: dict[str, Any] = {}
-    with connect.open_production(cfg, evidence) as session:
+    with ws.production() as session:
         report["production"] = {
             **session.identity.as_dict(),
             "read_only_proof": connect.prove_read_only(session),
@@ -59,7 +70,7 @@ def doctor(
             "trusted": "; ".join(connect.trust(cfg).describe()) or "nothing beyond built-ins",
         }
     if cfg.clone_server_dsn is not None:
-        with connect.open_server(cfg) as server:
+        with ws.server() as server:
             report["nonprod_server"] = server.identity.as_dict()
             report["nonprod_server"]["same_cluster_as_production"] = (
                 server.identity.system_identifier == report["production"]["system_identifier"]
@@ -96,12 +107,12 @@ def sql_command(
     from oneroof import connect
     from oneroof.errors import BadInput
 
-    cfg = load_config()
-    evidence = open_evidence(cfg)
+    ws = open_workspace()
+    session: connect.Session
     if role == "production":
-        session = connect.open_production(cfg, evidence)
+        session = ws.open_production()
     elif role == "clone":
-        session = connect.open_clone(cfg, evidence, name, ready_only=True)
+        session = ws.clone(name, ready_only=True)
     else:
         raise BadInput(f"role must be production or clone, not {role!r}")
     with session:
@@ -207,6 +218,7 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Directory of the new workspace")],
 ) -> Result | None:
     """Scaffold a workspace: oneroof.toml and empty checks/, scenarios/, rollout/ folders."""
+    from oneroof import config
     from oneroof.errors import BadInput
 
     target = directory / config.CONFIG_NAME

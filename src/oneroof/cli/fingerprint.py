@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from oneroof import connect, fingerprint
-from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out, print_json
-from oneroof.config import Config
-from oneroof.evidence import Evidence
+if TYPE_CHECKING:
+    from oneroof import connect, fingerprint
+    from oneroof.workspace import Workspace
+from oneroof.cli._app import (
+    Outcome,
+    Result,
+    app,
+    err,
+    load_config,
+    open_evidence,
+    open_workspace,
+    out,
+    print_json,
+)
 
 fingerprint_app = typer.Typer(help="Prove a database unchanged: fingerprint and diff.")
 app.add_typer(fingerprint_app, name="fingerprint")
@@ -37,23 +49,26 @@ def _progress() -> Progress:
 
 
 def _run(
-    cfg: Config, evidence: Evidence, role: str, mode: str, jobs: int, name: str | None
+    ws: Workspace, role: str, mode: str, jobs: int, name: str | None
 ) -> fingerprint.Fingerprint:
-    budget: int | None = None
-    if role == connect.PRODUCTION:
-        session = connect.open_production(cfg, evidence)
-        budget = cfg.production.scan_budget_rows
+    from oneroof import connect, fingerprint
 
-        def opener() -> connect.Session:
-            return connect.open_production(cfg, evidence)
-    else:
-        identity = connect.production_identity(cfg, evidence)
-        session = connect.open_clone(cfg, evidence, name, production=identity, ready_only=True)
+    cfg = ws.cfg
+    with ExitStack() as stack:
+        session: connect.Session
+        opener: Callable[[], connect.Session]
+        budget: int | None = None
+        if role == connect.PRODUCTION:
+            session = stack.enter_context(ws.production())
+            budget = cfg.production.scan_budget_rows
+            opener = ws.open_production
+        else:
+            session = stack.enter_context(ws.clone(name, ready_only=True))
 
-        def opener() -> connect.Session:
-            return connect.open_clone(cfg, evidence, name, production=identity, ready_only=True)
+            def opener() -> connect.Session:
+                return ws.clone(name, ready_only=True)
 
-    with session, _progress() as bar:
+        bar = stack.enter_context(_progress())
         task = bar.add_task("tables", total=None)
         return fingerprint.take(
             session,
@@ -83,11 +98,12 @@ def _show(fp: fingerprint.Fingerprint, as_json: bool, role: str) -> None:
 def _command(
     role: str, mode: str, jobs: int, as_json: bool, save: bool, name: str | None
 ) -> Result | None:
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    fp = _run(cfg, evidence, role, mode, jobs, name)
+    from oneroof import fingerprint
+
+    ws = open_workspace()
+    fp = _run(ws, role, mode, jobs, name)
     if save:
-        fingerprint.save(evidence, fp, label=role)
+        fingerprint.save(ws.evidence, fp, label=role)
     _show(fp, as_json, role)
     return None
 
@@ -100,6 +116,8 @@ def production(
     save: SaveOption = False,
 ) -> Result | None:
     """Fingerprint production (read-only, guarded, audited)."""
+    from oneroof import connect
+
     return _command(connect.PRODUCTION, mode, jobs, as_json, save, None)
 
 
@@ -112,6 +130,8 @@ def clone(
     name: Annotated[str | None, typer.Option("--name", help="Clone name")] = None,
 ) -> Result | None:
     """Fingerprint the clone."""
+    from oneroof import connect
+
     return _command(connect.CLONE, mode, jobs, as_json, save, name)
 
 
@@ -122,6 +142,8 @@ def diff(
     as_json: JsonOption = False,
 ) -> Result | None:
     """Compare two fingerprints: exit 0 when equal, 1 listing every difference."""
+    from oneroof import fingerprint
+
     cfg = load_config()
     evidence = open_evidence(cfg)
     left = fingerprint.load_reference(evidence, a)

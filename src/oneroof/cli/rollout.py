@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from oneroof import connect, gates, rollout
-from oneroof.cli._app import Outcome, Result, app, err, load_config, open_evidence, out, print_json
-from oneroof.config import Config
-from oneroof.errors import OneroofError
-from oneroof.evidence import Evidence
-from oneroof.gates import GateResult
+if TYPE_CHECKING:
+    from oneroof import rollout
+    from oneroof.config import Config
+    from oneroof.gates import GateResult
+    from oneroof.workspace import Workspace
+from oneroof.cli._app import Outcome, Result, app, err, open_workspace, out, print_json
 
 rollout_app = typer.Typer(
     help="Gated SQL artifacts: plan, rehearse on the clone, apply exactly once on production."
@@ -39,6 +39,8 @@ _STYLES = {
 
 
 def _plan(cfg: Config, path: Path) -> rollout.Plan:
+    from oneroof import rollout
+
     return rollout.load_plan(rollout.resolve_plan_dir(cfg, path), cfg)
 
 
@@ -47,6 +49,8 @@ def _say(message: str) -> None:
 
 
 def _gate_line(artifact: str | None, result: GateResult) -> str:
+    from oneroof import gates
+
     mark = "[green]open[/green]  " if result.holds else "[red]closed[/red]"
     values = ", ".join(f"{k}={gates.plain(v)}" for k, v in sorted(result.values.items()))
     who = f"{escape(artifact)}  " if artifact else ""
@@ -70,6 +74,8 @@ def _grouped(results: list[tuple[str, GateResult]]) -> list[str]:
 
 
 def _deltas(counts: dict[str, dict[str, int]]) -> str:
+    from oneroof import rollout
+
     parts = []
     for table, delta in sorted(counts.items()):
         signs = " ".join(f"{s}{delta.get(k, 0)}" for s, k in rollout.SIGNS.items())
@@ -103,12 +109,14 @@ def _runs_table(title: str, runs: list[rollout.ArtifactRun]) -> Table:
 # -- gates ------------------------------------------------------------------------------------
 
 
-def _clone_verified(cfg: Config, evidence: Evidence) -> bool:
+def _clone_verified(ws: Workspace) -> bool:
     """The built-in `clone_verified`: the clone module's verification of the configured clone."""
+    from oneroof.errors import OneroofError
+
     try:
         from oneroof import clone
 
-        return bool(clone.verify(cfg, evidence, connect.clone_name(cfg)).ok)
+        return bool(clone.verify(ws, ws.clone_name()).ok)
     except (ImportError, OneroofError):
         return False
 
@@ -116,15 +124,16 @@ def _clone_verified(cfg: Config, evidence: Evidence) -> bool:
 @app.command("gates")
 def gates_command(as_json: JsonOption = False) -> Result | None:
     """Evaluate the gate of every GO/NO-GO target on production now (exit 1 if any is closed)."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    parsed = gates.target_gates(cfg)
+    from oneroof import gates
+
+    ws = open_workspace()
+    parsed = gates.target_gates(ws.cfg)
     builtins: dict[str, Any] = {}
     if any("clone_verified" in gate.names for _, gate in parsed):
-        builtins["clone_verified"] = _clone_verified(cfg, evidence)
+        builtins["clone_verified"] = _clone_verified(ws)
     names = {name for _, gate in parsed for name in gate.names}
-    with connect.open_production(cfg, evidence) as session:
-        values = gates.read_values(session, cfg, names, builtins=builtins)
+    with ws.production() as session:
+        values = gates.read_values(session, ws.cfg, names, builtins=builtins)
     results = gates.evaluate_targets(parsed, values)
     closed = [r for _, r in results if not r.holds]
     if as_json:
@@ -154,10 +163,11 @@ def gates_command(as_json: JsonOption = False) -> Result | None:
 @rollout_app.command("plan")
 def plan_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Result | None:
     """Parse and lint every artifact; show order, checksums, auto set and gates on production."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    plan = _plan(cfg, plan_dir)
-    report = rollout.describe(cfg, evidence, plan)
+    from oneroof import rollout
+
+    ws = open_workspace()
+    plan = _plan(ws.cfg, plan_dir)
+    report = rollout.describe(ws, plan)
     if as_json:
         print_json(report.to_dict())
         return None
@@ -211,10 +221,11 @@ def rehearse_command(
     as_json: JsonOption = False,
 ) -> Result | None:
     """Run the plan on the clone in one transaction, always rolled back; check deltas, stops."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    plan = _plan(cfg, plan_dir)
-    result = rollout.rehearse(cfg, evidence, plan, clone_name=name, say=_say)
+    from oneroof import rollout
+
+    ws = open_workspace()
+    plan = _plan(ws.cfg, plan_dir)
+    result = rollout.rehearse(ws, plan, clone_name=name, say=_say)
     if as_json:
         print_json(result.to_dict())
         return result
@@ -270,10 +281,11 @@ def apply_command(
     as_json: JsonOption = False,
 ) -> Result | None:
     """Apply the pending artifacts to production once rehearsal, drift and gates all hold."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    plan = _plan(cfg, plan_dir)
-    result = rollout.apply(cfg, evidence, plan, execute=execute, only_auto=only_auto, say=_say)
+    from oneroof import rollout
+
+    ws = open_workspace()
+    plan = _plan(ws.cfg, plan_dir)
+    result = rollout.apply(ws, plan, execute=execute, only_auto=only_auto, say=_say)
     return _show_apply(result, as_json)
 
 
@@ -285,10 +297,11 @@ def watch_command(
     as_json: JsonOption = False,
 ) -> Result | None:
     """Poll the gates; when they open, apply the auto-executable set, then verify."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    plan = _plan(cfg, plan_dir)
-    result = rollout.watch(cfg, evidence, plan, interval=interval, timeout=timeout, say=_say)
+    from oneroof import rollout
+
+    ws = open_workspace()
+    plan = _plan(ws.cfg, plan_dir)
+    result = rollout.watch(ws, plan, interval=interval, timeout=timeout, say=_say)
     return _show_apply(result, as_json)
 
 
@@ -298,10 +311,11 @@ def watch_command(
 @rollout_app.command("status")
 def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Result | None:
     """The ledger on production, the latest rehearsal and the gates of a plan."""
-    cfg = load_config()
-    evidence = open_evidence(cfg)
-    plan = _plan(cfg, plan_dir)
-    result = rollout.status(cfg, evidence, plan)
+    from oneroof import rollout
+
+    ws = open_workspace()
+    plan = _plan(ws.cfg, plan_dir)
+    result = rollout.status(ws, plan)
     if as_json:
         print_json(result.to_dict())
         return None

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from oneroof import connect
 from oneroof.config import Config
-from oneroof.connect import Session
+from oneroof.connect import CloneSession, ServerSession
 
 Step = Callable[[str], None]
 
@@ -30,7 +30,9 @@ def _target(cfg: Config, name: str | None) -> str:
 
 
 def _sql(
-    session: Session, statement: str | sql.Composable, params: Sequence[Any] | None = None
+    session: CloneSession | ServerSession,
+    statement: str | sql.Composable,
+    params: Sequence[Any] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Run one statement on a server or clone session (never production) and fetch its rows."""
     cursor = session.raw_for_clone.execute(statement, params)  # type: ignore[arg-type]

@@ -37,10 +37,11 @@ from oneroof.clone.marker import (
 )
 from oneroof.clone.process import _client, _spawn, _stop, _tail
 from oneroof.config import Config, redact
-from oneroof.connect import ServerIdentity, Session
+from oneroof.connect import ProductionSession, ServerIdentity, ServerSession
 from oneroof.errors import BadInput, CheckFailed, DatabaseError, ForbiddenAction
 from oneroof.evidence import Evidence
 from oneroof.fingerprint import Fingerprint
+from oneroof.workspace import Workspace
 
 DUMP_APP = "oneroof-dump"
 RESTORE_APP = "oneroof-restore"
@@ -68,14 +69,7 @@ _OTHER_SESSIONS = (
 )
 
 
-def create(
-    cfg: Config,
-    evidence: Evidence,
-    name: str | None = None,
-    *,
-    production_session: Session | None = None,
-    step: Step | None = None,
-) -> CloneInfo:
+def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> CloneInfo:
     """Copy production into a new, isolated, marked clone and keep its golden copy.
 
     Refuses (`ForbiddenAction`, nothing changed) a name the guard does not accept, the
@@ -83,18 +77,17 @@ def create(
     interrupted create of the same name is dropped and rebuilt; a ready clone is left alone
     (`BadInput`: reset or drop it first).
     """
+    cfg, evidence = ws.cfg, ws.evidence
     say = step or _quiet
     started = time.perf_counter()
     target = _target(cfg, name)
     connect.check_clone_name(target, cfg.guard.clone_name_pattern)  # before any connection
     golden = golden_name(target)
     method = cfg.clone.method
-    session = production_session or connect.open_production(cfg, evidence)
-    own = production_session is None
-    try:
+    with ws.production() as session:
         identity = session.identity
         _guard_name(cfg, target, identity)
-        with connect.open_server(cfg) as server:
+        with ws.server() as server:
             _refuse_production_database(server, target, identity)
             _refuse_production_database(server, golden, identity)
             if method == "template":
@@ -106,7 +99,7 @@ def create(
                     )
             else:
                 dump.require_client_can_read(cfg, identity.server_version_num, "production")
-            recovered = _prepare_create(cfg, evidence, server, target, golden, identity, say)
+            recovered = _prepare_create(ws, server, target, golden, identity, say)
             _journal(evidence, "create-started", target, server, method=method)
             marker: dict[str, Any] = {
                 "version": MARKER_VERSION,
@@ -125,14 +118,12 @@ def create(
             try:
                 if method == "template":
                     source = _copy_by_template(
-                        cfg, evidence, server, session, own, target, identity, marker, phases, say
+                        ws, server, session, target, identity, marker, phases, say
                     )
                 else:
                     source = _copy_by_dump(
                         cfg, evidence, server, session, target, identity, marker, phases, say
                     )
-                    if own:
-                        session.close()
                 fingerprint.save(evidence, source, label=f"clone-source:{target}")
                 marker["source_fingerprint"] = source.id
                 marker["source_wal"] = source.wal
@@ -140,12 +131,12 @@ def create(
                 _write_marker(server, target, marker)
                 tick = time.perf_counter()
                 say(f"isolating {target}")
-                with connect.open_clone(cfg, evidence, target, production=identity) as clone:
+                with ws.clone(target, production=identity) as clone:
                     marker["isolation"] = isolate(cfg, server, clone, target, say)
                 marker["isolation"]["created_roles"] = marker.pop("created_roles", [])
                 phases["isolate"] = time.perf_counter() - tick
                 tick = time.perf_counter()
-                _make_golden(cfg, evidence, server, target, golden, identity, marker, say)
+                _make_golden(ws, server, target, golden, identity, marker, say)
                 phases["golden"] = time.perf_counter() - tick
                 marker.pop("golden_state", None)
                 marker.pop("pid", None)
@@ -155,12 +146,9 @@ def create(
                 marker["created_at"] = _now()
                 _write_marker(server, target, marker)
             except BaseException as exc:
-                _abandon(cfg, evidence, server, target, golden, identity, marker, exc)
+                _abandon(ws, server, target, golden, identity, marker, exc)
                 raise
             _journal(evidence, "created", target, server, source_fingerprint=source.id)
-    finally:
-        if own:
-            session.close()
     say(f"clone {target} ready (golden copy {golden})")
     return CloneInfo(
         "create",
@@ -175,15 +163,15 @@ def create(
 
 
 def _prepare_create(
-    cfg: Config,
-    evidence: Evidence,
-    server: Session,
+    ws: Workspace,
+    server: ServerSession,
     name: str,
     golden: str,
     identity: ServerIdentity,
     say: Step,
 ) -> list[str]:
     """Refuse what is not ours; drop what an interrupted run of ours left. Checks come first."""
+    evidence = ws.evidence
     clone_db = _database(server, name)
     golden_db = _database(server, golden)
     drops: list[tuple[str, str, bool]] = []
@@ -240,12 +228,14 @@ def _prepare_create(
     recovered = []
     for database, note, unmarked in drops:
         say(f"recovering: dropping {note}")
-        _drop_database(cfg, evidence, server, database, identity, unmarked=unmarked)
+        _drop_database(ws, server, database, identity, unmarked=unmarked)
         recovered.append(note)
     return recovered
 
 
-def _create_database(server: Session, name: str, encoding: tuple[str, str, str] | None) -> None:
+def _create_database(
+    server: ServerSession, name: str, encoding: tuple[str, str, str] | None
+) -> None:
     """CREATE DATABASE from template0 with production's encoding (and locale, if known here)."""
     base = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(_ident(name))
     attempts: list[sql.Composable] = []
@@ -268,7 +258,7 @@ def _create_database(server: Session, name: str, encoding: tuple[str, str, str] 
                 raise
 
 
-def _ensure_roles(server: Session, roles: Sequence[str]) -> list[str]:
+def _ensure_roles(server: ServerSession, roles: Sequence[str]) -> list[str]:
     """Create, NOLOGIN, the roles the dump refers to that the non-production server lacks."""
     if not roles:
         return []
@@ -302,8 +292,8 @@ def _ensure_roles(server: Session, roles: Sequence[str]) -> list[str]:
 def _copy_by_dump(
     cfg: Config,
     evidence: Evidence,
-    server: Session,
-    session: Session,
+    server: ServerSession,
+    session: ProductionSession,
     name: str,
     identity: ServerIdentity,
     marker: dict[str, Any],
@@ -337,7 +327,7 @@ def _copy_by_dump(
 
 
 def _dump(
-    cfg: Config, evidence: Evidence, session: Session, directory: Path, say: Step
+    cfg: Config, evidence: Evidence, session: ProductionSession, directory: Path, say: Step
 ) -> tuple[Fingerprint, list[str], str]:
     """Export a snapshot, run pg_dump from it, and fingerprint production from it meanwhile."""
     dsn = cfg.production_dsn.resolve()
@@ -367,6 +357,7 @@ def _dump(
             " ".join([*command, redact(conninfo)]),
             "sent",
             program="pg_dump",
+            jobs=cfg.clone.jobs,
         )
         say(f"pg_dump -j {cfg.clone.jobs} from snapshot {snapshot}; fingerprinting meanwhile")
         process = _spawn([*command, conninfo], env, log)
@@ -383,7 +374,7 @@ def _dump(
 
 
 def _restore(
-    cfg: Config, server: Session, name: str, directory: Path, log: Path, say: Step
+    cfg: Config, server: ServerSession, name: str, directory: Path, log: Path, say: Step
 ) -> None:
     dsn = psycopg.conninfo.make_conninfo(connect.server_dsn(cfg).resolve(), dbname=name)
     conninfo, env = _client(dsn, application_name=RESTORE_APP)
@@ -409,11 +400,9 @@ def _restore(
 
 
 def _copy_by_template(
-    cfg: Config,
-    evidence: Evidence,
-    server: Session,
-    session: Session,
-    own: bool,
+    ws: Workspace,
+    server: ServerSession,
+    session: ProductionSession,
     name: str,
     identity: ServerIdentity,
     marker: dict[str, Any],
@@ -422,14 +411,14 @@ def _copy_by_template(
 ) -> Fingerprint:
     """CREATE DATABASE … TEMPLATE production, proven equal to the fingerprint taken before.
 
-    The copy needs production without sessions, ours included: our session is closed first
-    (a session the caller passed in stays open, and the copy is refused).
+    The copy needs production without sessions, ours included: the workspace's production
+    session is closed first (the next read opens another).
     """
+    cfg, evidence = ws.cfg, ws.evidence
     tick = time.perf_counter()
     say(f"fingerprinting production {identity.database}")
     source = fingerprint.take(session, mode="full", counters=cfg.counters)
-    if own:
-        session.close()
+    ws.close()
     phases["fingerprint"] = time.perf_counter() - tick
     others = int(_sql(server, _OTHER_SESSIONS, (identity.database,))[0][0])
     refusal = (
@@ -452,7 +441,7 @@ def _copy_by_template(
         raise ForbiddenAction(refusal.format("some")) from None
     _write_marker(server, name, marker)
     phases["copy"] = time.perf_counter() - tick
-    with connect.open_clone(cfg, evidence, name, production=identity) as clone:
+    with ws.clone(name, production=identity) as clone:
         copy = fingerprint.take(clone, mode="full", counters=cfg.counters)
     differences = fingerprint.diff(source, copy)
     if differences:
@@ -464,9 +453,8 @@ def _copy_by_template(
 
 
 def _make_golden(
-    cfg: Config,
-    evidence: Evidence,
-    server: Session,
+    ws: Workspace,
+    server: ServerSession,
     name: str,
     golden: str,
     identity: ServerIdentity,
@@ -474,11 +462,12 @@ def _make_golden(
     say: Step,
 ) -> None:
     """Replace the golden copy with a connection-less template of the freshly isolated clone."""
+    evidence = ws.evidence
     marker["golden_state"] = CREATING
     _write_marker(server, name, marker)
     _journal(evidence, "golden-started", golden, server, clone=name)
     if _database(server, golden) is not None:
-        _drop_database(cfg, evidence, server, golden, identity)
+        _drop_database(ws, server, golden, identity)
     say(f"keeping golden copy {golden}")
     _terminate_others(server, name)
     _sql(server, _template_copy(server, golden, name))

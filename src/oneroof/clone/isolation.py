@@ -10,7 +10,7 @@ from psycopg import sql
 from oneroof import fingerprint
 from oneroof.clone._common import Step, _ident, _sql
 from oneroof.config import Config
-from oneroof.connect import Session
+from oneroof.connect import CloneSession, ServerSession
 from oneroof.errors import DatabaseError
 
 _TRIGGERS_QUERY = """
@@ -38,7 +38,9 @@ def _trigger_key(schema: str, table: str, trigger: str) -> str:
     return f"{schema}.{table}.{trigger}"
 
 
-def isolate(cfg: Config, server: Session, clone: Session, name: str, say: Step) -> dict[str, Any]:
+def isolate(
+    cfg: Config, server: ServerSession, clone: CloneSession, name: str, say: Step
+) -> dict[str, Any]:
     """Cut the clone off from the world; return what was changed, for the marker.
 
     CONNECT is revoked from PUBLIC and the app roles and their sessions are ended; the
@@ -153,7 +155,7 @@ def isolate(cfg: Config, server: Session, clone: Session, name: str, say: Step) 
     return report
 
 
-def _run_reset_sql(cfg: Config, clone: Session) -> dict[str, Any]:
+def _run_reset_sql(cfg: Config, clone: CloneSession) -> dict[str, Any]:
     """Run `isolation.reset_sql` in one transaction; fingerprint the tables it changed."""
     changed: set[str] = set()
     with clone.write_transaction():
@@ -186,7 +188,7 @@ def _run_reset_sql(cfg: Config, clone: Session) -> dict[str, Any]:
     }
 
 
-def _drop_slots(server: Session, name: str) -> list[str]:
+def _drop_slots(server: ServerSession, name: str) -> list[str]:
     slots = _sql(
         server,
         "select slot_name::text, active_pid from pg_catalog.pg_replication_slots"

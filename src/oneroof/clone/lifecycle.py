@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from oneroof import connect
 from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
 from oneroof.clone.isolation import _drop_slots, isolate
 from oneroof.clone.marker import (
@@ -34,10 +33,9 @@ from oneroof.clone.marker import (
     golden_name,
     parse_marker,
 )
-from oneroof.config import Config
-from oneroof.connect import ServerIdentity, Session
+from oneroof.connect import ServerIdentity, ServerSession
 from oneroof.errors import BadInput, ForbiddenAction
-from oneroof.evidence import Evidence
+from oneroof.workspace import Workspace
 
 # Above this size FILE_COPY (copy the files, one checkpoint) beats WAL_LOG (log every block).
 FILE_COPY_BYTES = 256 * 1024 * 1024
@@ -46,25 +44,20 @@ FILE_COPY_BYTES = 256 * 1024 * 1024
 # -- reset ------------------------------------------------------------------------------------
 
 
-def reset(
-    cfg: Config,
-    evidence: Evidence,
-    name: str | None = None,
-    *,
-    step: Step | None = None,
-) -> CloneInfo:
+def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> CloneInfo:
     """Rebuild the clone from its golden copy, re-isolate it and mark it ready.
 
     Never connects to production: the production identity the name guard needs comes from
     the golden copy's marker (recorded from production at creation) and from the configured
     DSN's database name.
     """
+    cfg, evidence = ws.cfg, ws.evidence
     say = step or _quiet
     started = time.perf_counter()
     target = _target(cfg, name)
     _guard_name(cfg, target, None)
     golden = golden_name(target)
-    with connect.open_server(cfg) as server:
+    with ws.server() as server:
         golden_db = _database(server, golden)
         clone_db = _database(server, target)
         if clone_db is not None and clone_db.marker is None:
@@ -107,7 +100,7 @@ def reset(
         tick = time.perf_counter()
         if clone_db is not None:
             say(f"dropping {target}")
-            _drop_database(cfg, evidence, server, target, identity)
+            _drop_database(ws, server, target, identity)
         phases["drop"] = time.perf_counter() - tick
         tick = time.perf_counter()
         say(f"copying golden copy {golden} into {target}")
@@ -131,7 +124,7 @@ def reset(
         phases["copy"] = time.perf_counter() - tick
         tick = time.perf_counter()
         try:
-            with connect.open_clone(cfg, evidence, target, production=identity) as clone:
+            with ws.clone(target, production=identity) as clone:
                 again = isolate(cfg, server, clone, target, say)
         except BaseException as exc:
             _journal(evidence, "reset-failed", target, server, error=str(exc)[:500])
@@ -180,20 +173,15 @@ def _merge_isolation(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict
 # -- drop and list ----------------------------------------------------------------------------
 
 
-def drop(
-    cfg: Config,
-    evidence: Evidence,
-    name: str | None = None,
-    *,
-    step: Step | None = None,
-) -> DropResult:
+def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> DropResult:
     """Drop the clone and its golden copy — only databases that pass the guard and are ours."""
+    cfg, evidence = ws.cfg, ws.evidence
     say = step or _quiet
     target = _target(cfg, name)
     _guard_name(cfg, target, None)
     golden = golden_name(target)
     result = DropResult(target)
-    with connect.open_server(cfg) as server:
+    with ws.server() as server:
         clone_db = _database(server, target)
         golden_db = _database(server, golden)
         if clone_db is None and golden_db is None:
@@ -241,15 +229,15 @@ def drop(
             if present is None:
                 continue
             say(f"dropping {database}")
-            _drop_database(cfg, evidence, server, database, identity)
+            _drop_database(ws, server, database, identity)
             result.dropped.append(database)
         _journal(evidence, "dropped", target, server, dropped=result.dropped)
     return result
 
 
-def list_clones(cfg: Config) -> list[CloneEntry]:
+def list_clones(ws: Workspace) -> list[CloneEntry]:
     """Every database of the non-production server that carries a oneroof marker."""
-    with connect.open_server(cfg) as server:
+    with ws.server() as server:
         rows = _sql(
             server,
             "select d.datname::text, pg_catalog.shobj_description(d.oid, 'pg_database'),"
@@ -281,7 +269,7 @@ def list_clones(cfg: Config) -> list[CloneEntry]:
 # -- dropping and copying our own databases ---------------------------------------------------
 
 
-def _template_copy(server: Session, target: str, template: str) -> sql.Composed:
+def _template_copy(server: ServerSession, target: str, template: str) -> sql.Composed:
     size = _sql(server, "select pg_catalog.pg_database_size(%s)", (template,))[0][0]
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(target), _ident(template))
     if server.identity.server_version_num >= 150000 and int(size or 0) >= FILE_COPY_BYTES:
@@ -289,7 +277,7 @@ def _template_copy(server: Session, target: str, template: str) -> sql.Composed:
     return statement
 
 
-def _terminate_others(server: Session, name: str) -> int:
+def _terminate_others(server: ServerSession, name: str) -> int:
     """End every other session on `name` (a clone of ours that is being templated)."""
     rows = _sql(
         server,
@@ -302,9 +290,8 @@ def _terminate_others(server: Session, name: str) -> int:
 
 
 def _abandon(
-    cfg: Config,
-    evidence: Evidence,
-    server: Session,
+    ws: Workspace,
+    server: ServerSession,
     name: str,
     golden: str,
     identity: ServerIdentity,
@@ -312,25 +299,24 @@ def _abandon(
     error: BaseException,
 ) -> None:
     """After a failed create: drop the half-made clone (and half-made golden copy)."""
-    _journal(evidence, "create-failed", name, server, error=str(error)[:500])
+    _journal(ws.evidence, "create-failed", name, server, error=str(error)[:500])
     if server.closed:
         return
     try:
         current = _database(server, name)
         if current is not None and current.state == CREATING:
-            _drop_database(cfg, evidence, server, name, identity)
+            _drop_database(ws, server, name, identity)
         if marker.get("golden_state") == CREATING:
             made = _database(server, golden)
             if made is not None and made.marker is None:
-                _drop_database(cfg, evidence, server, golden, identity, unmarked=True)
+                _drop_database(ws, server, golden, identity, unmarked=True)
     except (psycopg.Error, ForbiddenAction):
         pass  # the marker says creating: verify refuses it, the next create rebuilds it
 
 
 def _drop_database(
-    cfg: Config,
-    evidence: Evidence,
-    server: Session,
+    ws: Workspace,
+    server: ServerSession,
     name: str,
     identity: ServerIdentity | None,
     *,
@@ -344,9 +330,7 @@ def _drop_database(
         (name,),
     )
     if subscriptions:
-        with connect.open_clone(
-            cfg, evidence, name, production=identity, require_marker=not unmarked
-        ) as clone:
+        with ws.clone(name, production=identity, require_marker=not unmarked) as clone:
             for (subname,) in subscriptions:
                 _sql(clone, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(subname)))
                 _sql(

@@ -18,9 +18,10 @@ from psycopg import sql
 from oneroof import connect
 from oneroof.clone._common import _ident, _sql, _target
 from oneroof.config import Config
-from oneroof.connect import MARKER_KEY, MAX_IDENTIFIER_BYTES, ServerIdentity, Session
+from oneroof.connect import MARKER_KEY, MAX_IDENTIFIER_BYTES, ServerIdentity, ServerSession
 from oneroof.errors import ConfigError, ForbiddenAction
 from oneroof.evidence import Evidence
+from oneroof.workspace import Workspace
 
 MARKER_VERSION = 1
 CREATING = "creating"
@@ -190,7 +191,7 @@ class _Database:
         return str((self.marker or {}).get("state") or "")
 
 
-def _database(server: Session, name: str) -> _Database | None:
+def _database(server: ServerSession, name: str) -> _Database | None:
     rows = _sql(
         server,
         "select d.oid::bigint, pg_catalog.shobj_description(d.oid, 'pg_database'),"
@@ -203,7 +204,7 @@ def _database(server: Session, name: str) -> _Database | None:
     return _Database(name, int(oid), parse_marker(comment), bool(allow), bool(template))
 
 
-def _write_marker(server: Session, name: str, marker: Mapping[str, Any]) -> None:
+def _write_marker(server: ServerSession, name: str, marker: Mapping[str, Any]) -> None:
     text = json.dumps({MARKER_KEY: dict(marker)}, sort_keys=True, separators=(",", ":"))
     _sql(
         server,
@@ -225,11 +226,11 @@ def _identity_from_marker(marker: Mapping[str, Any]) -> ServerIdentity | None:
     )
 
 
-def read_marker(cfg: Config, name: str | None = None) -> dict[str, Any] | None:
+def read_marker(ws: Workspace, name: str | None = None) -> dict[str, Any] | None:
     """The marker of the clone `name` as the server holds it (no connection to the clone)."""
-    target = _target(cfg, name)
-    connect.check_clone_name(target, cfg.guard.clone_name_pattern)
-    with connect.open_server(cfg) as server:
+    target = _target(ws.cfg, name)
+    connect.check_clone_name(target, ws.cfg.guard.clone_name_pattern)
+    with ws.server() as server:
         found = _database(server, target)
     return found.marker if found is not None else None
 
@@ -256,7 +257,7 @@ def _guard_name(cfg: Config, name: str, production: ServerIdentity | None) -> No
 
 
 def _refuse_production_database(
-    server: Session, name: str, production: ServerIdentity | None
+    server: ServerSession, name: str, production: ServerIdentity | None
 ) -> None:
     """Refuse when `name` on this server is production itself (same cluster and name)."""
     if production is None:
@@ -276,7 +277,9 @@ def _refuse_production_database(
         )
 
 
-def _journal(evidence: Evidence, event: str, name: str, server: Session, **extra: Any) -> None:
+def _journal(
+    evidence: Evidence, event: str, name: str, server: ServerSession, **extra: Any
+) -> None:
     evidence.append(
         JOURNAL,
         {
@@ -289,7 +292,7 @@ def _journal(evidence: Evidence, event: str, name: str, server: Session, **extra
     )
 
 
-def _interrupted(evidence: Evidence, name: str, server: Session) -> str | None:
+def _interrupted(evidence: Evidence, name: str, server: ServerSession) -> str | None:
     """The unfinished step this workspace's journal shows for `name` on this server, if any."""
     for record in reversed(evidence.records(JOURNAL)):
         payload = record.payload

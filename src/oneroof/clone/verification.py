@@ -23,16 +23,18 @@ from oneroof.clone.marker import (
     read_marker,
 )
 from oneroof.config import Config
-from oneroof.connect import ServerIdentity, Session
+from oneroof.connect import CloneSession, ServerIdentity, ServerSession
 from oneroof.errors import BadInput, DatabaseError, ForbiddenAction
 from oneroof.evidence import Evidence
 from oneroof.fingerprint import Fingerprint
+from oneroof.workspace import Workspace
 
 
-def source_fingerprint(cfg: Config, evidence: Evidence, name: str | None = None) -> Fingerprint:
+def source_fingerprint(ws: Workspace, name: str | None = None) -> Fingerprint:
     """The fingerprint of production the clone was copied from (the marker names it)."""
-    target = _target(cfg, name)
-    marker = read_marker(cfg, target)
+    evidence = ws.evidence
+    target = _target(ws.cfg, name)
+    marker = read_marker(ws, target)
     if marker is None:
         raise BadInput(f"no marked clone {target!r} on the non-production server")
     reference = marker.get("source_fingerprint")
@@ -47,25 +49,20 @@ def source_fingerprint(cfg: Config, evidence: Evidence, name: str | None = None)
     return found
 
 
-def verify(
-    cfg: Config,
-    evidence: Evidence,
-    name: str | None = None,
-    *,
-    production: ServerIdentity | None = None,
-) -> CloneVerification:
+def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
     """Check every point of isolation and that the committed state is the one copied."""
+    cfg, evidence = ws.cfg, ws.evidence
     started = time.perf_counter()
     target = _target(cfg, name)
     result = CloneVerification(target)
     try:
         connect.check_clone_name(target, cfg.guard.clone_name_pattern)
-        identity = production or connect.production_identity(cfg, evidence)
+        identity = ws.production_identity
         _guard_name(cfg, target, identity)
     except ForbiddenAction as exc:
         result.add("name_guard", False, exc.message)
         return _finish(evidence, result, started)
-    with connect.open_server(cfg) as server:
+    with ws.server() as server:
         try:
             _refuse_production_database(server, target, identity)
         except ForbiddenAction as exc:
@@ -83,15 +80,12 @@ def verify(
         assert marker is not None
         isolation: Mapping[str, Any] = marker.get("isolation") or {}
         _check_access(cfg, server, result, target)
-        with connect.open_clone(cfg, evidence, target, production=identity) as clone:
+        with ws.clone(target) as clone:
             _check_triggers(cfg, clone, result)
             _check_replication(server, clone, result, target)
             _check_leases(cfg, clone, result)
             now = fingerprint.take(
-                clone,
-                mode="full",
-                jobs=cfg.clone.jobs,
-                open_session=lambda: connect.open_clone(cfg, evidence, target, production=identity),
+                clone, mode="full", jobs=cfg.clone.jobs, open_session=lambda: ws.clone(target)
             )
         result.clone_fingerprint = now.id
         reference = str(marker.get("source_fingerprint") or "")
@@ -164,7 +158,7 @@ def _check_marker(
     return True
 
 
-def _check_access(cfg: Config, server: Session, result: CloneVerification, name: str) -> None:
+def _check_access(cfg: Config, server: ServerSession, result: CloneVerification, name: str) -> None:
     roles = list(cfg.guard.app_roles)
     sessions = _sql(
         server,
@@ -205,7 +199,7 @@ def _check_access(cfg: Config, server: Session, result: CloneVerification, name:
     result.add("connect_privilege", not allowed, detail, allowed=allowed)
 
 
-def _check_triggers(cfg: Config, clone: Session, result: CloneVerification) -> None:
+def _check_triggers(cfg: Config, clone: CloneSession, result: CloneVerification) -> None:
     patterns = list(cfg.isolation.disable_triggers)
     if not patterns:
         result.add("triggers", True, "no isolation.disable_triggers configured")
@@ -224,7 +218,7 @@ def _check_triggers(cfg: Config, clone: Session, result: CloneVerification) -> N
 
 
 def _check_replication(
-    server: Session, clone: Session, result: CloneVerification, name: str
+    server: ServerSession, clone: CloneSession, result: CloneVerification, name: str
 ) -> None:
     enabled = [
         str(r[0])
@@ -269,7 +263,7 @@ def _check_replication(
     )
 
 
-def _check_leases(cfg: Config, clone: Session, result: CloneVerification) -> None:
+def _check_leases(cfg: Config, clone: CloneSession, result: CloneVerification) -> None:
     counter = cfg.isolation.leases_counter
     if not counter:
         result.add("leases", True, "no isolation.leases_counter configured")

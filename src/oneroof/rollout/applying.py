@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from oneroof import connect, fingerprint, gates, guard
+from oneroof import fingerprint, gates, guard
 from oneroof.config import Config
 from oneroof.connect import Session
 from oneroof.errors import BadInput, ForbiddenAction
@@ -35,6 +35,7 @@ from oneroof.rollout.ledger import (
     read_ledger,
 )
 from oneroof.rollout.rehearsal import Say, _quiet, find_rehearsal
+from oneroof.workspace import Workspace
 
 APPLY_KIND = "rollout-apply"
 ARTIFACT_KIND = "rollout-artifact"
@@ -296,8 +297,7 @@ class ApplyResult:
 
 
 def apply(
-    cfg: Config,
-    evidence: Evidence,
+    ws: Workspace,
     plan: Plan,
     *,
     execute: bool,
@@ -305,9 +305,7 @@ def apply(
     say: Say | None = None,
 ) -> ApplyResult:
     """Apply the plan's pending artifacts to production (a dry run unless `execute`)."""
-    return _apply(
-        cfg, evidence, plan, execute=execute, mode="auto" if only_auto else "all", say=say
-    )
+    return _apply(ws, plan, execute=execute, mode="auto" if only_auto else "all", say=say)
 
 
 def _refuse(evidence: Evidence, result: ApplyResult, refusals: list[Check]) -> ForbiddenAction:
@@ -317,13 +315,12 @@ def _refuse(evidence: Evidence, result: ApplyResult, refusals: list[Check]) -> F
     return ForbiddenAction(result.message, reason=refusals[0].name)
 
 
-def _apply(
-    cfg: Config, evidence: Evidence, plan: Plan, *, execute: bool, mode: str, say: Say | None
-) -> ApplyResult:
+def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | None) -> ApplyResult:
+    cfg, evidence = ws.cfg, ws.evidence
     say = say or _quiet
     started = time.monotonic()
     result = ApplyResult(plan.name, execute, mode)
-    with connect.open_production(cfg, evidence) as session:
+    with ws.production() as session:
         pre = _precheck(cfg, evidence, plan, session, mode)
     result.checks, result.gates = pre.checks, pre.gates
     result.rehearsal = pre.rehearsal.seq if pre.rehearsal else None
@@ -363,7 +360,7 @@ def _apply(
         )
 
     record_hash = pre.rehearsal.hash if pre.rehearsal else None
-    with connect.open_production_writer(cfg, evidence) as writer:
+    with ws.open_writer() as writer:
         _ensure_ledger(writer, cfg)
         for index, artifact in enumerate(pre.selected):
             say(f"apply {artifact.id}")
@@ -433,8 +430,7 @@ def _apply_artifact(
 
 
 def watch(
-    cfg: Config,
-    evidence: Evidence,
+    ws: Workspace,
     plan: Plan,
     *,
     interval: float,
@@ -442,13 +438,14 @@ def watch(
     say: Say | None = None,
 ) -> ApplyResult:
     """Poll the gates until they open (then apply the auto set and verify) or `timeout` passes."""
+    cfg, evidence = ws.cfg, ws.evidence
     say = say or _quiet
     if interval <= 0 or timeout < 0:
         raise BadInput("watch needs --interval > 0 and --timeout >= 0")
     deadline = time.monotonic() + timeout
     first = True
     while True:
-        with connect.open_production(cfg, evidence) as session:
+        with ws.production() as session:
             pre = _precheck(cfg, evidence, plan, session, "watch", drift=first)
         if pre.refusals:
             result = ApplyResult(plan.name, True, "watch", checks=pre.checks, gates=pre.gates)
@@ -456,7 +453,7 @@ def watch(
         first = False
         if not pre.selected or not pre.closed:
             say("gates open: applying the auto-executable set, then verify")
-            return _apply(cfg, evidence, plan, execute=True, mode="watch", say=say)
+            return _apply(ws, plan, execute=True, mode="watch", say=say)
         shown = _closed(pre.closed)
         remaining = deadline - time.monotonic()
         if remaining <= 0:

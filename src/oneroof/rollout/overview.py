@@ -6,15 +6,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from oneroof import connect, gates
+from oneroof import gates
 from oneroof.config import Config
 from oneroof.connect import Session
-from oneroof.evidence import Evidence
 from oneroof.gates import GateResult
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.ledger import LedgerRow, read_ledger
 from oneroof.rollout.linting import LintFinding, lint
 from oneroof.rollout.rehearsal import REHEARSAL_KIND
+from oneroof.workspace import Workspace
 
 
 @dataclass
@@ -49,9 +49,10 @@ def _gate_values(
     return [(a.id, gates.evaluate(g, values)) for a in chosen for g in a.gates]
 
 
-def status(cfg: Config, evidence: Evidence, plan: Plan) -> PlanStatus:
+def status(ws: Workspace, plan: Plan) -> PlanStatus:
     """Read the ledger and the gates on production (through the guard); the latest rehearsal."""
-    with connect.open_production(cfg, evidence) as session, session.transaction():
+    cfg, evidence = ws.cfg, ws.evidence
+    with ws.production() as session, session.transaction():
         ledger = read_ledger(session, plan.name)
         results = _gate_values(cfg, session, plan.artifacts)
     latest = None
@@ -102,10 +103,10 @@ class PlanReport:
         }
 
 
-def describe(cfg: Config, evidence: Evidence, plan: Plan) -> PlanReport:
+def describe(ws: Workspace, plan: Plan) -> PlanReport:
     """Lint every artifact and read each gate's value on production now."""
     findings, note = lint(plan)
-    with connect.open_production(cfg, evidence) as session, session.transaction():
+    with ws.production() as session, session.transaction():
         applied = list(read_ledger(session, plan.name))
-        results = _gate_values(cfg, session, plan.artifacts)
+        results = _gate_values(ws.cfg, session, plan.artifacts)
     return PlanReport(plan, findings, note, results, applied)

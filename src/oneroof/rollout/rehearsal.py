@@ -11,7 +11,7 @@ import psycopg
 
 from oneroof import connect, fingerprint, gates, suite
 from oneroof.config import Config
-from oneroof.connect import Session
+from oneroof.connect import CloneSession, Session
 from oneroof.errors import ForbiddenAction
 from oneroof.evidence import Evidence, Record
 from oneroof.rollout.artifact import Artifact, Plan
@@ -26,6 +26,7 @@ from oneroof.rollout.deltas import (
     measure_deltas,
 )
 from oneroof.rollout.ledger import LedgerRow, read_ledger
+from oneroof.workspace import Workspace
 
 REHEARSAL_KIND = "rehearsal"
 
@@ -76,27 +77,25 @@ class Rehearsal:
 
 
 def rehearse(
-    cfg: Config,
-    evidence: Evidence,
+    ws: Workspace,
     plan: Plan,
     *,
     clone_name: str | None = None,
-    session: Session | None = None,
+    session: CloneSession | None = None,
     say: Say | None = None,
 ) -> Rehearsal:
     """Run the plan on the clone in one always-rolled-back transaction; store the evidence."""
-    if session is not None and session.role != connect.CLONE:
-        raise ForbiddenAction("refused: a rehearsal runs on the clone only")
-    own = session is None
-    active = session or connect.open_clone(cfg, evidence, clone_name, ready_only=True)
-    try:
-        return _rehearse(cfg, evidence, plan, active, say or _quiet)
-    finally:
-        if own:
-            active.close()
+    if session is not None:
+        if not isinstance(session, CloneSession):  # the types say so; a caller may not listen
+            raise ForbiddenAction("refused: a rehearsal runs on the clone only")
+        return _rehearse(ws.cfg, ws.evidence, plan, session, say or _quiet)
+    with ws.clone(clone_name, ready_only=True) as active:
+        return _rehearse(ws.cfg, ws.evidence, plan, active, say or _quiet)
 
 
-def _rehearse(cfg: Config, evidence: Evidence, plan: Plan, session: Session, say: Say) -> Rehearsal:
+def _rehearse(
+    cfg: Config, evidence: Evidence, plan: Plan, session: CloneSession, say: Say
+) -> Rehearsal:
     started = time.monotonic()
     marker = connect.read_marker(session) or {}
     source = marker.get("source_fingerprint")

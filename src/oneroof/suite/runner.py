@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from oneroof import connect, fingerprint, guard
-from oneroof.config import Config
 from oneroof.connect import CLONE, PRODUCTION, Session
 from oneroof.errors import BadInput, ForbiddenAction
-from oneroof.evidence import Evidence
 from oneroof.suite.parsing import SCENARIO, STEP, TIMEOUT_SQLSTATE, Item, Status, SuiteFile
 from oneroof.suite.results import RESIDUE_SECTIONS, FileResult, ItemResult, Residue, RunResult
 from oneroof.suite.sequences import _SequenceState, read_sequences, restore_sequences
 from oneroof.suite.values import _count
+from oneroof.workspace import Workspace
 
 TARGETS = (CLONE, PRODUCTION)
 EVIDENCE_KIND = "check-run"
@@ -28,8 +28,7 @@ class _Undo(Exception):
 
 
 def run(
-    cfg: Config,
-    evidence: Evidence,
+    ws: Workspace,
     files: Sequence[SuiteFile],
     *,
     target: str,
@@ -41,27 +40,25 @@ def run(
 ) -> RunResult:
     """Run parsed files on `target` (clone or production), store the run, return its result.
 
-    Opens its own guarded session unless one is given (and closes only its own). On the
-    clone, `residue=True` brackets the run with full fingerprints and restores sequences.
+    On production it reads through the workspace's shared session; on the clone it opens
+    its own unless one is given (and closes only its own). On the clone, `residue=True`
+    brackets the run with full fingerprints and restores sequences.
     """
+    cfg, evidence = ws.cfg, ws.evidence
     if target not in TARGETS:
         raise BadInput(f"target must be clone or production, not {target!r}")
     if session is not None and session.role != target:
         raise BadInput(f"the session given is a {session.role} session, not a {target} one")
     default_ms = connect.statement_timeout_ms(cfg)
-    own = session is None
-    if session is None:
-        if target == CLONE:
-            session = connect.open_clone(cfg, evidence, clone_name, ready_only=True)
-        else:
-            session = connect.open_production(cfg, evidence)
-    try:
+    with ExitStack() as stack:
+        if session is None:
+            if target == CLONE:
+                session = stack.enter_context(ws.clone(clone_name, ready_only=True))
+            else:
+                session = stack.enter_context(ws.production())
         result = _Runner(session, target, default_ms, progress).run(
             files, objective, residue and target == CLONE
         )
-    finally:
-        if own:
-            session.close()
     payload = result.to_dict()
     payload.pop("evidence_seq")
     record = evidence.append(EVIDENCE_KIND, payload, role=target, outcome=result.verdict)

@@ -1,0 +1,366 @@
+"""verdicts.judge: every verdict's PASS and each FAIL reason, from measurements alone.
+
+No database, no server: the measurements are built here, and the report is what judge
+decides from them. Each case changes one measurement of an all-good campaign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oneroof import config, rollout, verdicts
+from oneroof.campaign import Measurements
+from oneroof.clone import CloneVerification
+from oneroof.evidence import Record
+from oneroof.fingerprint import Fingerprint, fingerprint_id
+from oneroof.report import FAIL, GO, NO_GO, PASS
+from oneroof.rollout import ArtifactRun, Rehearsal
+from oneroof.suite import FileResult, ItemResult, Residue, RunResult, Status
+
+TOML = """\
+[production]
+dsn = "env:NOT_USED"
+[counters]
+ospa = "select 1"
+gap = "select 1"
+[[objective]]
+id = "A"
+title = "regression suite"
+suites = ["checks"]
+also_on_production = true
+headline = "gap is {gap}"
+[[objective]]
+id = "F"
+title = "rollout"
+rollout = "rollout/F"
+[[target]]
+name = "Ownership seed"
+gate = "ospa >= 1"
+blocker = "human ratification"
+next = "apply F"
+[[target]]
+name = "Clone suite"
+gate = "clone_verified"
+scope = "clone"
+"""
+ARTIFACT = """\
+-- artifact: F_01
+-- gate: ospa >= 1
+-- expect-delta: core.ownership +2
+-- auto: true
+insert into core.ownership values (1), (2);
+"""
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> config.Config:
+    root = tmp_path_factory.mktemp("verdicts")
+    (root / "oneroof.toml").write_text(TOML)
+    (root / "rollout" / "F").mkdir(parents=True)
+    (root / "rollout" / "F" / "01_seed.sql").write_text(ARTIFACT)
+    return config.load(root)
+
+
+def fp(counts: dict[str, int] | None = None, wal: str = "0/1") -> Fingerprint:
+    sections: dict[str, Any] = {
+        "schema": {"table core.ownership": "{}"},
+        "counts": counts if counts is not None else {"core.ownership": 7},
+        "counters": {"ospa": 0, "gap": 210},
+    }
+    digests = {k: fingerprint_id({k: str(v)}) for k, v in sections.items()}
+    return Fingerprint(
+        mode="full",
+        sections=sections,
+        digests=digests,
+        id=fingerprint_id(digests),
+        wal=wal,
+        taken_at="2026-12-01T00:00:00+00:00",
+        database="app",
+        identity={"database": "app", "host": "prod", "port": 5432},
+    )
+
+
+def verification(*failing: str) -> CloneVerification:
+    result = CloneVerification("app_clone")
+    for point in ("name_guard", "marker", "app_sessions", "committed_state"):
+        result.add(point, point not in failing, f"{point} detail")
+    return result
+
+
+def run(*statuses: Status, residue: bool | None = True, target: str = "clone") -> RunResult:
+    items = [
+        ItemResult(
+            "checks/a.sql",
+            "check",
+            f"check_{i}",
+            i + 1,
+            status,
+            expected="empty",
+            got="1 row" if status == Status.FAILED else None,
+        )
+        for i, status in enumerate(statuses)
+    ]
+    proof = None
+    if residue is not None:
+        proof = Residue(residue, [] if residue else ["t changed"], [], [], "a", "b")
+    files = [FileResult("checks/a.sql", "x", "checks", None, items)]
+    return RunResult(target, "A", "app_clone", files, proof, "2026-12-01")
+
+
+def rehearsal(cfg: config.Config, status: str = "ok", residue_free: bool = True) -> Rehearsal:
+    plan = rollout.load_plan(cfg.workspace / "rollout" / "F", cfg)
+    runs = [
+        ArtifactRun(
+            a.id,
+            a.checksum,
+            str(a.file),
+            a.auto,
+            status,
+            deltas={"core.ownership": {"inserted": 2, "updated": 0, "deleted": 0}},
+            reason=None if status == "ok" else "stop gap != 0 holds",
+        )
+        for a in plan.artifacts
+    ]
+    return Rehearsal(
+        plan.name,
+        str(plan.path),
+        "app_clone",
+        "abc",
+        runs,
+        [],
+        ["core.ownership"],
+        residue_free,
+        [] if residue_free else ["core.ownership"],
+        [],
+        status == "ok" and residue_free,
+        0.1,
+    )
+
+
+def record(outcome: str, classification: str, sql: str = "select 1") -> Record:
+    return Record(1, "now", "audit", "production", classification, outcome, sql, {}, "", "")
+
+
+def measurements(cfg: config.Config, **changes: Any) -> Measurements:
+    plan = rollout.load_plan(cfg.workspace / "rollout" / "F", cfg)
+    entry = fp()
+    base = Measurements(
+        started="2026-12-01T00:00:00+00:00",
+        finished="2026-12-01T00:01:00+00:00",
+        clone_name="app_clone",
+        entry=entry,
+        exit=entry,
+        role_user="oneroof_reader",
+        role_excess=[],
+        privileged_allowed=False,
+        trusted=[],
+        clone_created=True,
+        isolation_before=verification(),
+        isolation_after=verification(),
+        isolation_facts={
+            "app_sessions": 0,
+            "triggers_disabled": 1,
+            "triggers_configured": 1,
+            "leases": 0,
+        },
+        golden="app_clone_golden",
+        suites={"A": [run(Status.PASSED, Status.PASSED)]},
+        production_suites={"A": [run(Status.PASSED, Status.PASSED, residue=None)]},
+        rehearsals={"F": (plan, rehearsal(cfg))},
+        ledgers={"F": []},
+        gate_values={"ospa": 0, "clone_verified": True},
+        clone_source=entry,
+        clone_source_error=None,
+        audit=[record("sent", "read"), record("refused", "write", "delete from t")],
+        production_sessions=1,
+        dump_sessions=3,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def verdict(report: Any, name: str) -> Any:
+    found = [v for v in report.verdicts if v.objective.startswith(name)]
+    assert found, [v.objective for v in report.verdicts]
+    return found[0]
+
+
+def test_an_all_good_campaign_passes_every_verdict(cfg: config.Config) -> None:
+    report = verdicts.judge(cfg, measurements(cfg))
+    assert report.final_status == PASS
+    assert [v.status for v in report.verdicts] == [PASS] * 5
+    assert report.headline.startswith("3 objectives advanced on an isolated clone")
+    assert "byte-unchanged" in report.headline
+    safety = verdict(report, "Production safety")
+    assert "entry==exit fingerprint" in safety.headline and "ospa=0" in safety.headline
+    a = verdict(report, "A regression suite")
+    assert "2/2" in a.headline and "(2/2 on production)" in a.headline
+    assert "gap is 210" in a.headline  # the headline placeholder, filled from the counters
+    f = verdict(report, "F rollout")
+    assert "F_01: core.ownership +2" in f.headline
+    assert [(row.target, row.status) for row in report.matrix] == [
+        ("Ownership seed", NO_GO),
+        ("Clone suite", GO),
+    ]
+    assert report.blockers == ["Ownership seed: human ratification"]
+    assert report.next_macros == ["On gate open (ospa >= 1) — apply F"]
+    assert report.compliance.percent == 100
+    assert report.compliance.forbidden_refused == 1 and report.compliance.statements_sent == 1
+    assert report.facts["production sessions"] == "1 guarded + 3 of pg_dump"
+    assert report.facts["production role"] == "oneroof_reader (least privilege)"
+
+
+Change = Callable[[config.Config], dict[str, Any]]
+
+FAILURES: list[tuple[str, str, Change, str]] = [
+    (
+        "production changed",
+        "Production safety",
+        lambda cfg: {"exit": fp({"core.ownership": 9})},
+        "production changed during the run: counts: core.ownership changed: 7 → 9",
+    ),
+    (
+        "a forbidden statement executed",
+        "Production safety",
+        lambda cfg: {"audit": [record("sent", "write", "delete from t")]},
+        "1 forbidden statement(s) executed",
+    ),
+    (
+        "an app session on the clone",
+        "Clone isolation",
+        lambda cfg: {"isolation_after": verification("app_sessions")},
+        "app_sessions: app_sessions detail",
+    ),
+    (
+        "the committed state changed",
+        "Clone isolation",
+        lambda cfg: {"isolation_before": verification("committed_state")},
+        "committed_state: committed_state detail",
+    ),
+    (
+        "a failed check",
+        "A regression suite",
+        lambda cfg: {"suites": {"A": [run(Status.PASSED, Status.FAILED)]}},
+        "a.sql: check_1: failed expected empty, got 1 row",
+    ),
+    (
+        "residue on the clone",
+        "A regression suite",
+        lambda cfg: {"suites": {"A": [run(Status.PASSED, residue=False)]}},
+        "residue on the clone after rollback-only work",
+    ),
+    (
+        "a failure of the production acceptance test",
+        "A regression suite",
+        lambda cfg: {"production_suites": {"A": [run(Status.ERROR, residue=None)]}},
+        "production: a.sql: check_0: error",
+    ),
+    (
+        "nothing measured the objective",
+        "A regression suite",
+        lambda cfg: {"suites": {}, "production_suites": {}},
+        "no suite or rollout measured this objective",
+    ),
+    (
+        "a halted rehearsal",
+        "F rollout",
+        lambda cfg: {
+            "rehearsals": {
+                "F": (
+                    rollout.load_plan(cfg.workspace / "rollout" / "F", cfg),
+                    rehearsal(cfg, "halted"),
+                )
+            }
+        },
+        "F_01: halted: stop gap != 0 holds",
+    ),
+    (
+        "residue after a rehearsal",
+        "F rollout",
+        lambda cfg: {
+            "rehearsals": {
+                "F": (
+                    rollout.load_plan(cfg.workspace / "rollout" / "F", cfg),
+                    rehearsal(cfg, residue_free=False),
+                )
+            }
+        },
+        "residue after the rehearsal: core.ownership",
+    ),
+    (
+        "no golden copy",
+        "G clone lifecycle",
+        lambda cfg: {"golden": None},
+        "no golden copy: a reset would need production again",
+    ),
+    (
+        "a clone that does not verify",
+        "G clone lifecycle",
+        lambda cfg: {"isolation_after": verification("marker")},
+        "the clone does not verify",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "objective", "change", "reason"), FAILURES, ids=[f[0] for f in FAILURES]
+)
+def test_each_fail_reason(
+    cfg: config.Config, case: str, objective: str, change: Change, reason: str
+) -> None:
+    report = verdicts.judge(cfg, measurements(cfg, **change(cfg)))
+    failed = verdict(report, objective)
+    assert failed.status == FAIL, case
+    assert any(reason in r for r in failed.reasons), failed.reasons
+    assert report.final_status == FAIL
+    assert report.headline.startswith("FAILED: ") and objective in report.headline
+
+
+def test_a_forbidden_write_lowers_compliance(cfg: config.Config) -> None:
+    m = measurements(cfg, audit=[record("sent", "write"), record("refused", "write")])
+    assert verdicts.judge(cfg, m).compliance.percent == 50
+
+
+def test_an_open_gate_is_go_and_no_blocker(cfg: config.Config) -> None:
+    report = verdicts.judge(cfg, measurements(cfg, gate_values={"ospa": 3, "clone_verified": True}))
+    assert [row.status for row in report.matrix] == [GO, GO]
+    assert report.blockers == [] and report.next_macros == []
+
+
+def test_a_privileged_role_and_trust_are_stated(cfg: config.Config) -> None:
+    m = measurements(
+        cfg,
+        privileged_allowed=True,
+        role_user="postgres",
+        role_excess=["superuser"],
+        trusted=["function app.f"],
+    )
+    report = verdicts.judge(cfg, m)
+    assert report.facts["production role"].startswith("postgres (PRIVILEGED")
+    assert any("privileged role postgres (superuser)" in n for n in report.notes)
+    assert any("function app.f" in n for n in report.notes)
+
+
+def test_a_clone_of_an_older_production_is_noted(cfg: config.Config) -> None:
+    report = verdicts.judge(cfg, measurements(cfg, clone_source=fp({"core.ownership": 3})))
+    assert any("The clone was copied from production fingerprint" in n for n in report.notes)
+    unreadable = measurements(cfg, clone_source=None, clone_source_error="gone")
+    assert any("cannot be read (gone)" in n for n in verdicts.judge(cfg, unreadable).notes)
+
+
+def test_judge_reads_nothing_but_its_arguments(cfg: config.Config, tmp_path: Path) -> None:
+    """The same measurements give the same report, whatever the workspace holds meanwhile."""
+    first = verdicts.judge(cfg, measurements(cfg))
+    (cfg.workspace / "oneroof.toml").touch()
+    assert verdicts.judge(cfg, measurements(cfg)).to_dict() == first.to_dict()
+
+
+def test_residue_alone_lowers_compliance_below_100(cfg: config.Config) -> None:
+    m = measurements(cfg, suites={"A": [run(Status.PASSED, residue=False)]})
+    compliance = verdicts.judge(cfg, m).compliance
+    assert compliance.clone_residue_free is False
+    assert compliance.percent == 50  # one refused attempt kept, one residue
