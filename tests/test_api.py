@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from fix_report import sample
 from oneroof import api, config
 from oneroof.evidence import Evidence
-from test_report import sample
 
 
 @pytest.fixture

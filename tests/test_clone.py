@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from clone_helpers import (
+from fix_clone import (
     TOML,
     build_one_roof,
     clone_name,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clone_helpers import TOML, build_one_roof, clone_name, databases, remove_clone, run_cli
+from fix_clone import TOML, build_one_roof, clone_name, databases, remove_clone, run_cli
 from oneroof import clone
 from oneroof.workspace import Workspace as Ws
 

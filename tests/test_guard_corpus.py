@@ -1172,6 +1172,12 @@ ASYNC_TRACES = {"notify", "victims", "conf_reload"}
 CLUSTER_CLOCKS = {"checkpoint", "wal"}
 
 
+def _count(conn: psycopg.Connection[Any], query: str) -> int:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 @dataclass
 class Side:
     """One database of the test: the guarded production one, or the raw scratch copy."""
@@ -1205,7 +1211,7 @@ class Side:
     def ensure_victim(self) -> None:
         """A backend of this database busy in `pg_sleep`, for cancel and terminate."""
         query = self.fill(OBSERVED["victims"])
-        if self.observer.execute(query).fetchone()[0] > 0:
+        if _count(self.observer, query) > 0:
             return
         conn = psycopg.connect(self.dsn, autocommit=True, application_name="corpus-victim")
 
@@ -1221,7 +1227,7 @@ class Side:
         thread.start()
         self.victims.append((thread, conn))
         deadline = time.monotonic() + 5
-        while self.observer.execute(query).fetchone()[0] == 0:
+        while _count(self.observer, query) == 0:
             assert time.monotonic() < deadline, "the victim backend never became active"
             time.sleep(0.01)
 
@@ -1443,12 +1449,14 @@ def raw_run(
     if case.trace == "victims":
         side.ensure_victim()
     side.drain()
-    options = {"options": case.options} if case.options else {}
+    options = case.options
     dsn = side.dsn
     if reader:
-        options = {"options": f"{case.options or ''} {RO}".strip()}
+        options = f"{case.options or ''} {RO}".strip()
         dsn = psycopg.conninfo.make_conninfo(side.dsn, user=READER)
-    conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None, **options)
+    if options:
+        dsn = psycopg.conninfo.make_conninfo(dsn, options=options)
+    conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
     try:
         pre = snapshot(env, side, conn, case, 0.0)
         for statement in case.prelude:
@@ -1614,12 +1622,14 @@ def test_the_privilege_wall_alone_stops_every_attack_that_needs_a_privilege(env:
     traced = [case for case in FORBIDDEN if case.trace is not None]
     through: list[str] = []
     for case in traced:
+        trace = case.trace
+        assert trace is not None
         before_control, after_control = raw_run(env, case, with_statement=False, reader=True)
-        control_changed = before_control[case.trace] != after_control[case.trace]
+        control_changed = before_control[trace] != after_control[trace]
         before, after = raw_run(
             env, case, with_statement=True, control_changed=control_changed, reader=True
         )
-        if (before[case.trace] != after[case.trace]) != control_changed:
+        if (before[trace] != after[trace]) != control_changed:
             through.append(case.id)
     by_id = {case.id: case for case in traced}
     unexpected = sorted(

@@ -85,6 +85,11 @@ SAFE_CALLS = [
     "row_number() over (order by t.id)",
     "(select max(w.id) from gt_plain_view w)",
     "t.v::text",
+    "upper(t.note)",
+    "t.id + 1",
+    "round(2.5)",
+    "coalesce(t.note, 'x')",
+    "array_length(array[t.id], 1)",
 ]
 UNSAFE_CALLS = [
     "nextval('gt_seq')",

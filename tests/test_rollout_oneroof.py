@@ -6,13 +6,11 @@ is the reference plan `rollout/F_ownership_seed` exactly as shipped.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
@@ -20,18 +18,11 @@ import pytest
 from fix_pg import Server
 from fix_rollout import CLI, make_clone
 from oneroof import config, rollout
+from oneroof.demo import load_generator
 from oneroof.evidence import Evidence
 from oneroof.workspace import Workspace as Ws
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "one-roof"
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("one_roof_generate", EXAMPLE / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -70,7 +61,7 @@ def counters(dsn: str) -> dict[str, int]:
 def test_the_ownership_seed_end_to_end(
     workspace: Path, prod_db: str, prod_server: Server, nonprod_server: Server
 ) -> None:
-    generator = load_generator()
+    generator = load_generator(EXAMPLE)
     production = prod_server.dsn(prod_db)
     with psycopg.connect(production, autocommit=True) as conn:
         figures = generator.build(conn, objects=1000, gap=210, seed=1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fix_suite import junit_statuses, tap_statuses
 from oneroof import suite
 from oneroof.errors import BadInput
 
@@ -398,43 +398,6 @@ def test_junit_and_tap_carry_the_same_statuses() -> None:
     assert tap.startswith("TAP version 13\n1..8\n")
     assert "ok 1 - s/a.sql: ok \\# one" in tap  # '#' would start a TAP directive
     assert '  sqlstate: "22012"' in tap
-
-
-def junit_statuses(xml: str) -> list[str]:
-    """The status of every testcase of a JUnit document, in order."""
-    statuses = []
-    for case in ET.fromstring(xml).iter("testcase"):
-        if case.get("classname") == "residue":
-            continue
-        failure = case.find("failure")
-        error = case.find("error")
-        skipped = case.find("skipped")
-        if failure is not None:
-            statuses.append(failure.get("type", ""))
-        elif error is not None:
-            statuses.append(error.get("type", ""))
-        elif skipped is not None:
-            statuses.append(skipped.get("message", ""))
-        else:
-            statuses.append("passed")
-    return statuses
-
-
-def tap_statuses(tap: str) -> list[str]:
-    """The status of every test line of a TAP stream, in order (the residue line left out)."""
-    statuses: list[str] = []
-    lines = tap.splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("ok ") or line.startswith("not ok "):
-            if " - residue" in line:
-                continue
-            if line.startswith("ok "):
-                skip = line.split(" # SKIP ", 1)
-                statuses.append(skip[1].split(":")[0] if len(skip) == 2 else "passed")
-            else:
-                status = lines[index + 2].split(":", 1)[1].strip().strip('"')
-                statuses.append(status)
-    return statuses
 
 
 # -- properties ---------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+from fix_suite import junit_statuses, tap_statuses
 from oneroof import cli, connect, fingerprint, suite
 from oneroof.cli._app import out
 from oneroof.workspace import Workspace as Ws
-from test_suite_parse import junit_statuses, tap_statuses
 
 CLONE_SCHEMA = """
 create table t (id serial primary key, v text);
@@ -252,7 +252,9 @@ def test_residue_is_named(workspace: Any, clone: str, tmp_path: Path, nonprod_se
     )
     assert result.items[0].status == suite.Status.PASSED
     assert result.residue_free is False and not result.ok
-    assert result.residue is not None and result.residue.residue == ["public.guarded"]
+    # the rows, and the schema too: the proof covers the catalog as well as the data
+    assert result.residue is not None
+    assert result.residue.residue == ["public.guarded", "trigger public.guarded.guarded_refuse"]
     assert "residue: public.guarded" in result.summary()
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from oneroof import config, rollout, verdicts
-from oneroof.campaign import Measurements
 from oneroof.clone import CloneVerification
 from oneroof.evidence import Record
 from oneroof.fingerprint import Fingerprint, fingerprint_id
+from oneroof.measurements import Measurements
 from oneroof.report import FAIL, GO, NO_GO, PASS
 from oneroof.rollout import ArtifactRun, Rehearsal
 from oneroof.suite import FileResult, ItemResult, Residue, RunResult, Status

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from oneroof import clone, connect, fingerprint, gates, roles, rollout, suite
+from oneroof import clone, connect, fingerprint, gates, roles, rollout, suite, verdicts
 from oneroof.config import Config, Objective
 from oneroof.errors import NotFound, OneroofError
-from oneroof.evidence import Evidence, Record
+from oneroof.evidence import Evidence
+from oneroof.measurements import Measurements
 from oneroof.report import PASS, Report, write_all
 from oneroof.workspace import Workspace
 
@@ -83,40 +84,8 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Measurements:
-    """Everything one campaign measured, for `verdicts.judge` to decide on."""
-
-    started: str
-    finished: str
-    clone_name: str
-    entry: fingerprint.Fingerprint
-    exit: fingerprint.Fingerprint
-    role_user: str
-    role_excess: list[str]
-    privileged_allowed: bool
-    trusted: list[str]
-    clone_created: bool
-    isolation_before: clone.CloneVerification
-    isolation_after: clone.CloneVerification
-    isolation_facts: dict[str, Any]
-    golden: str | None
-    suites: dict[str, list[suite.RunResult]]
-    production_suites: dict[str, list[suite.RunResult]]
-    rehearsals: dict[str, tuple[rollout.Plan, rollout.Rehearsal]]
-    ledgers: dict[str, list[rollout.LedgerRow]]
-    gate_values: dict[str, Any]
-    clone_source: fingerprint.Fingerprint | None
-    clone_source_error: str | None
-    audit: list[Record]
-    production_sessions: int  # guarded sessions oneroof opened on production
-    dump_sessions: int  # connections of the pg_dump runs (one more than its jobs)
-
-
 def run(ws: Workspace, *, step: Step | None = None) -> CampaignResult:
     """Run the campaign, judge it and write its report into `.oneroof/reports/<time>/`."""
-    from oneroof import verdicts
-
     cfg, evidence = ws.cfg, ws.evidence
     measured = measure(ws, step=step)
     report = verdicts.judge(cfg, measured)

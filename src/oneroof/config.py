@@ -146,6 +146,15 @@ class ProductionSettings(_Section):
     )
     statement_timeout: str = Field("30s", description="Timeout of every production statement")
     lock_timeout: str = Field("2s", description="Lock timeout of every production statement")
+
+    @field_validator("statement_timeout", "lock_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from oneroof.sqltext import setting_ms
+
+        setting_ms(value)  # ValueError names the accepted forms
+        return value
+
     scan_budget_rows: int = Field(
         50_000_000,
         ge=0,

@@ -450,9 +450,12 @@ class ServerSession(_Raw):
 
 
 def _timeout_ms(value: str, key: str) -> str:
-    if not re.fullmatch(r"\s*\d+\s*(ms|s|min|h)?\s*", value):
-        raise ConfigError(f"{key}: not a duration like 30s or 500ms: {value!r}")
-    return value.replace(" ", "")
+    from oneroof.sqltext import setting_ms
+
+    try:
+        return f"{setting_ms(value)}ms"
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def production_options(config: Config) -> str:

@@ -13,6 +13,7 @@ All SQL goes through the session, so on production every statement is guarded an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -535,7 +536,7 @@ def wal_position(session: Session) -> str | None:
     import psycopg
 
     try:
-        with session.savepoint() if session.in_transaction else _nullcontext():
+        with session.savepoint() if session.in_transaction else contextlib.nullcontext():
             value = session.scalar(
                 "select case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
                 " else pg_current_wal_insert_lsn() end::text"
@@ -552,14 +553,6 @@ def wal_unchanged(session: Session, entry_wal: str | None) -> bool:
     Unequal positions prove nothing either way; the full fingerprint then decides.
     """
     return entry_wal is not None and wal_position(session) == entry_wal
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def take(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oneroof.errors import BadInput
+from oneroof.sqltext import json_value, value_text
 
 if TYPE_CHECKING:
     from oneroof.config import Config, Target
@@ -94,7 +95,7 @@ class GateResult:
 
     def describe(self) -> str:
         """`ospa >= 1: closed (ospa=0)` — the gate, its state and its values."""
-        shown = ", ".join(f"{k}={plain(v)}" for k, v in sorted(self.values.items()))
+        shown = ", ".join(f"{k}={value_text(v)}" for k, v in sorted(self.values.items()))
         state = "open" if self.holds else "closed"
         return f"{self.expression}: {state}" + (f" ({shown})" if shown else "")
 
@@ -102,23 +103,8 @@ class GateResult:
         return {
             "expression": self.expression,
             "holds": self.holds,
-            "values": {k: _json_value(v) for k, v in self.values.items()},
+            "values": {k: json_value(v) for k, v in self.values.items()},
         }
-
-
-def plain(value: Any) -> str:
-    """A value as a gate would spell it: true/false, NULL, numbers and text as they are."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
-    return value
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -349,7 +335,7 @@ def _compare_pair(left: Any, op: str, right: Any, gate: Gate) -> bool | None:
         return None
     if left_kind != right_kind:
         raise gate.error(
-            f"cannot compare {left_kind} {plain(left)} with {right_kind} {plain(right)}"
+            f"cannot compare {left_kind} {value_text(left)} with {right_kind} {value_text(right)}"
         )
     if left_kind == "boolean" and op not in ("==", "!="):
         raise gate.error(f"booleans compare only with == and != (not {op})")
@@ -373,13 +359,9 @@ def _compare_pair(left: Any, op: str, right: Any, gate: Gate) -> bool | None:
 
 def normalise(value: Any) -> Any:
     """A counter's value as gates compare it: integral numerics become int, others stay."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Decimal):
-        if value.is_finite() and value == value.to_integral_value():
-            return int(value)
-        return value
-    return str(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return int(value) if value == value.to_integral_value() else value
+    return json_value(value)
 
 
 # Values a target gate may use that are not counters: the campaign supplies them.

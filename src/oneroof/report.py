@@ -16,6 +16,8 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
+from oneroof.sqltext import value_text
+
 PASS = "PASS"
 FAIL = "FAIL"
 GO = "GO"
@@ -125,13 +127,7 @@ class Report:
 
 
 def _values(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_value(v)}" for k, v in sorted(values.items())) or "—"
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "NULL" if value is None else str(value)
+    return ", ".join(f"{k}={value_text(v)}" for k, v in sorted(values.items())) or "—"
 
 
 def _cell(text: str) -> str:
@@ -192,7 +188,7 @@ def to_markdown(report: Report) -> str:
     lines += [f"- {line}" for line in compliance_lines(report.compliance)]
     if report.facts:
         lines += ["", "## Measurements", ""]
-        lines += [f"- {k}: {_value(v)}" for k, v in report.facts.items()]
+        lines += [f"- {k}: {value_text(v)}" for k, v in report.facts.items()]
     if report.notes:
         lines += ["", "## Notes", ""]
         lines += [f"- {n}" for n in report.notes]
@@ -212,7 +208,7 @@ def to_html(report: Report) -> str:
     source = resources.files("oneroof").joinpath("templates/report.html.j2").read_text("utf-8")
     template = _ENV.from_string(source)
     return template.render(
-        r=report, values=_values, plain=_value, compliance=compliance_lines(report.compliance)
+        r=report, values=_values, plain=value_text, compliance=compliance_lines(report.compliance)
     )
 
 

@@ -1,10 +1,18 @@
-"""SQL text of the files users write: split into statements with the real PostgreSQL parser."""
+"""The one grammar of the text users write: statements, directive comments, durations, values.
+
+Statements are split with the real PostgreSQL parser; a directive's trailing comment, a
+duration (`500ms`, `5s`, `2min`) and a value's text form have one definition each, shared
+by checks, scenarios, artifacts, gates and reports.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pglast
 
@@ -77,3 +85,47 @@ def setting_ms(text: str) -> int:
     if value.isdigit() and int(value) > 0:
         return min(int(value), MAX_TIMEOUT_MS)
     return duration_ms(value)
+
+
+def value_text(value: Any) -> str:
+    """A value as oneroof shows it everywhere: NULL, true/false, JSON, \\x-hex bytes, text."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def json_value(value: Any) -> Any:
+    """A value read from PostgreSQL as JSON keeps it: integral numerics as int, dates ISO."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return value
+    return value_text(value)
+
+
+# A quoted span counts only at the start of a word (an apostrophe as in `Bob's` opens
+# nothing) and only when closed, SQL style ('it''s', "My ""Table"""); a comment starts at a
+# `--` that begins the text or follows white space.
+_QUOTED_OR_COMMENT = re.compile(
+    r"""(?<![^\s=(,])(?:'(?:[^']|'')*'|"(?:[^"]|"")*")|(?:^|(?<=\s))--"""
+)
+
+
+def strip_comment(value: str) -> str:
+    """A directive's value without its trailing `-- comment`; quoted `--` stays the value's."""
+    for match in _QUOTED_OR_COMMENT.finditer(value):
+        if match.group() == "--":
+            return value[: match.start()].strip()
+    return value.strip()

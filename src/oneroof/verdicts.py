@@ -16,10 +16,11 @@ from oneroof import fingerprint, gates
 from oneroof.config import Config, Objective
 from oneroof.evidence import Record
 from oneroof.report import FAIL, GO, NO_GO, PASS, Compliance, MatrixRow, Report, Verdict
+from oneroof.sqltext import value_text
 
 if TYPE_CHECKING:
-    from oneroof.campaign import Measurements
     from oneroof.clone import CloneVerification
+    from oneroof.measurements import Measurements
     from oneroof.rollout import LedgerRow, Plan, Rehearsal
     from oneroof.suite import RunResult
 
@@ -210,7 +211,7 @@ def safety_verdict(
     closed = [row for row in matrix if row.status == NO_GO and row.scope == "production"]
     if closed:
         values = {k: v for row in closed for k, v in row.values.items()}
-        shown = ", ".join(f"{k}={gates.plain(v)}" for k, v in sorted(values.items()))
+        shown = ", ".join(f"{k}={value_text(v)}" for k, v in sorted(values.items()))
         parts.append(f"{shown} → {len(closed)} production gate(s) closed")
     return Verdict(
         SAFETY, PASS if not reasons else FAIL, "; ".join(p for p in parts if p), reasons=reasons

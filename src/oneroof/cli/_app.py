@@ -116,5 +116,7 @@ def print_json(value: Any) -> None:
 
 
 def cell(value: Any) -> str:
-    """A value as a table cell."""
-    return "NULL" if value is None else str(value)
+    """A value as a table cell: the one text form of values (sqltext.value_text)."""
+    from oneroof.sqltext import value_text
+
+    return value_text(value)

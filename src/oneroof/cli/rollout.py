@@ -49,10 +49,11 @@ def _say(message: str) -> None:
 
 
 def _gate_line(artifact: str | None, result: GateResult) -> str:
-    from oneroof import gates
 
     mark = "[green]open[/green]  " if result.holds else "[red]closed[/red]"
-    values = ", ".join(f"{k}={gates.plain(v)}" for k, v in sorted(result.values.items()))
+    from oneroof.sqltext import value_text
+
+    values = ", ".join(f"{k}={value_text(v)}" for k, v in sorted(result.values.items()))
     who = f"{escape(artifact)}  " if artifact else ""
     return f"  {mark} {who}{escape(result.expression)}" + (
         f"  [dim]({escape(values)})[/dim]" if values else ""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 
 from oneroof import fingerprint, gates, guard
 from oneroof.config import Config
@@ -27,9 +29,10 @@ from oneroof.rollout.deltas import (
     measure_deltas,
 )
 from oneroof.rollout.ledger import (
+    LEDGER_SCHEMA,
+    LEDGER_TABLE,
     LedgerRow,
     _ensure_ledger,
-    _insert_ledger,
     _lock_key,
     _take_lock,
     read_ledger,
@@ -465,3 +468,23 @@ def watch(
             return result
         say(f"waiting: {shown}")
         time.sleep(min(interval, remaining))
+
+
+def _insert_ledger(
+    writer: Session, plan: Plan, artifact: Artifact, run: ArtifactRun, rehearsal: str | None
+) -> None:
+    statement = pgsql.SQL(
+        "insert into {} (plan, artifact, checksum, file, deltas, gates, stops, rehearsal)"
+        " values ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}::jsonb, {})"
+    ).format(
+        pgsql.Identifier(LEDGER_SCHEMA, LEDGER_TABLE),
+        pgsql.Literal(plan.name),
+        pgsql.Literal(artifact.id),
+        pgsql.Literal(artifact.checksum),
+        pgsql.Literal(artifact.file.name),
+        pgsql.Literal(json.dumps(run.deltas, sort_keys=True)),
+        pgsql.Literal(json.dumps([g.to_dict() for g in run.gates], sort_keys=True, default=str)),
+        pgsql.Literal(json.dumps([s.to_dict() for s in run.stops], sort_keys=True, default=str)),
+        pgsql.Literal(rehearsal),
+    )
+    writer.apply(statement.as_string(None), step="ledger", plan=plan.name, artifact=artifact.id)

@@ -16,7 +16,7 @@ from oneroof import gates, guard, sqltext
 from oneroof.config import Config
 from oneroof.errors import BadInput
 from oneroof.gates import Gate
-from oneroof.sqltext import Statement
+from oneroof.sqltext import Statement, strip_comment, value_text
 
 HEADER_KEYS = ("artifact", "gate", "expect-delta", "stop", "auto", "requires")
 KINDS = ("inserted", "updated", "deleted")
@@ -89,7 +89,7 @@ class Artifact:
                 value = values.get(amount)
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     problems.append(
-                        f"expect-delta {delta.text}: {amount} = {gates.plain(value)} is not a "
+                        f"expect-delta {delta.text}: {amount} = {value_text(value)} is not a "
                         "row count"
                     )
                     continue
@@ -216,20 +216,6 @@ def _line_of_key(text: str, key: str) -> int | None:
     return None
 
 
-def _strip_comment(value: str) -> str:
-    """The value of a header line without a trailing `-- comment` (outside quotes)."""
-    quote: str | None = None
-    for index, char in enumerate(value):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif value.startswith("--", index):
-            return value[:index].strip()
-    return value.strip()
-
-
 def _parse_table(text: str) -> str:
     parts = re.findall(_IDENT_PART, text)
     names = [p[1:-1].replace('""', '"') if p.startswith('"') else p.lower() for p in parts]
@@ -267,7 +253,7 @@ def parse_artifact(file: Path, counters: Iterable[str]) -> Artifact:
         match = _DIRECTIVE.match(line)
         if match is None:
             continue
-        key, value = match.group(1), _strip_comment(match.group(2))
+        key, value = match.group(1), strip_comment(match.group(2))
         if key not in HEADER_KEYS:
             raise BadInput(
                 f"unknown header key {key!r} (known: {', '.join(HEADER_KEYS)}); a free-text "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -15,18 +13,9 @@ from oneroof.connect import Session
 from oneroof.gates import GateResult
 from oneroof.rollout.artifact import KINDS, SIGNS, Artifact, Counts
 from oneroof.rollout.ledger import LEDGER_SCHEMA
+from oneroof.sqltext import json_value
 
 SHOWN_ROWS = 10
-
-
-def _cell(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
 
 
 @dataclass
@@ -150,7 +139,7 @@ def compare_deltas(measured: Counts, expected: Counts) -> list[str]:
 def _keep_rows(run: ArtifactRun, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
     if columns:
         run.columns = list(columns)
-        run.rows = [[_cell(v) for v in row] for row in rows[:SHOWN_ROWS]]
+        run.rows = [[json_value(v) for v in row] for row in rows[:SHOWN_ROWS]]
 
 
 def _verdict(run: ArtifactRun) -> str | None:

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg import sql as pgsql
 
 from oneroof.config import Config
 from oneroof.connect import Session
-from oneroof.rollout.artifact import Artifact, Counts, Plan
-
-if TYPE_CHECKING:
-    # deltas reads LEDGER_SCHEMA at import time; a run is only annotated here.
-    from oneroof.rollout.deltas import ArtifactRun
+from oneroof.rollout.artifact import Counts
+from oneroof.sqltext import setting_ms
 
 LEDGER_SCHEMA = "oneroof"
 LEDGER_TABLE = "rollout_ledger"
 LEDGER = f"{LEDGER_SCHEMA}.{LEDGER_TABLE}"
-
-_DURATION = re.compile(r"^\d+(ms|s|min|h)?$")
 
 
 @dataclass(frozen=True)
@@ -103,9 +97,8 @@ def _take_lock(writer: Session, cfg: Config, key: int, **audit: Any) -> None:
     """The transaction-level advisory lock; waits up to the statement timeout, not the lock one."""
     writer.apply("SET LOCAL lock_timeout = 0", step="lock", **audit)
     writer.apply(f"select pg_catalog.pg_advisory_xact_lock({int(key)})", step="lock", **audit)
-    configured = cfg.production.lock_timeout.replace(" ", "")
-    if _DURATION.match(configured):
-        writer.apply(f"SET LOCAL lock_timeout = '{configured}'", step="lock", **audit)
+    configured = setting_ms(cfg.production.lock_timeout)  # validated with the config
+    writer.apply(f"SET LOCAL lock_timeout = '{configured}ms'", step="lock", **audit)
     if writer.identity.server_version_num >= 140000:
         # A client that dies mid-artifact is noticed within a second, even in a long
         # statement: its transaction is rolled back and the lock freed for the rerun.
@@ -121,23 +114,3 @@ def _ensure_ledger(writer: Session, cfg: Config) -> None:
             return
         for statement in LEDGER_DDL:
             writer.apply(statement, step="ledger")
-
-
-def _insert_ledger(
-    writer: Session, plan: Plan, artifact: Artifact, run: ArtifactRun, rehearsal: str | None
-) -> None:
-    statement = pgsql.SQL(
-        "insert into {} (plan, artifact, checksum, file, deltas, gates, stops, rehearsal)"
-        " values ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}::jsonb, {})"
-    ).format(
-        pgsql.Identifier(LEDGER_SCHEMA, LEDGER_TABLE),
-        pgsql.Literal(plan.name),
-        pgsql.Literal(artifact.id),
-        pgsql.Literal(artifact.checksum),
-        pgsql.Literal(artifact.file.name),
-        pgsql.Literal(json.dumps(run.deltas, sort_keys=True)),
-        pgsql.Literal(json.dumps([g.to_dict() for g in run.gates], sort_keys=True, default=str)),
-        pgsql.Literal(json.dumps([s.to_dict() for s in run.stops], sort_keys=True, default=str)),
-        pgsql.Literal(rehearsal),
-    )
-    writer.apply(statement.as_string(None), step="ledger", plan=plan.name, artifact=artifact.id)

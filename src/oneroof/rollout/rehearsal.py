@@ -9,11 +9,12 @@ from typing import Any
 
 import psycopg
 
-from oneroof import connect, fingerprint, gates, suite
+from oneroof import connect, gates
 from oneroof.config import Config
 from oneroof.connect import CloneSession, Session
 from oneroof.errors import ForbiddenAction
 from oneroof.evidence import Evidence, Record
+from oneroof.residue import Bracket
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.deltas import (
     ArtifactRun,
@@ -100,21 +101,16 @@ def _rehearse(
     marker = connect.read_marker(session) or {}
     source = marker.get("source_fingerprint")
     say(f"rehearse {plan.name} on {session.identity.database}: fingerprint before")
-    before = fingerprint.take(session, mode="full")
-    sequences = suite.read_sequences(session)
+    bracket = Bracket.open(session)
     clone_ledger = read_ledger(session, plan.name)
     runs: list[ArtifactRun] = []
     already: list[str] = []
-    restored: list[str] = []
     try:
         _rehearse_all(session, cfg, plan, clone_ledger, runs, already, say)
     finally:
-        if not session.closed:
-            restored = suite.restore_sequences(session, sequences)
-    say("fingerprint after (residue proof)")
-    after = fingerprint.take(session, mode="full")
-    residue = [d.describe() for d in fingerprint.diff(before, after)]
-    residue_free = before.id == after.id and not residue
+        say("fingerprint after (residue proof)")
+        proof = bracket.close()
+    residue, residue_free, restored = proof.differences, proof.free, proof.sequences_restored
     touched = sorted({table for run in runs for table in run.deltas})
     result = Rehearsal(
         plan=plan.name,

@@ -25,6 +25,8 @@ bracketed by two full fingerprints and sequences — which do not roll back — 
 with `setval`, so the result can say "residue-free" or name what is left.
 """
 
+from oneroof.residue import SECTIONS as RESIDUE_SECTIONS
+from oneroof.residue import Residue, read_sequences, restore_sequences
 from oneroof.sqltext import Statement, duration_ms
 from oneroof.suite.formats import to_junit, to_tap
 from oneroof.suite.parsing import (
@@ -44,10 +46,8 @@ from oneroof.suite.parsing import (
     parse,
     parse_expectation,
 )
-from oneroof.suite.results import RESIDUE_SECTIONS, FileResult, ItemResult, Residue, RunResult
+from oneroof.suite.results import FileResult, ItemResult, RunResult
 from oneroof.suite.runner import EVIDENCE_KIND, TARGETS, run
-from oneroof.suite.sequences import _SequenceState as _SequenceState
-from oneroof.suite.sequences import read_sequences, restore_sequences
 
 __all__ = [
     "ASSERT",

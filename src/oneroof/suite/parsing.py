@@ -16,7 +16,7 @@ from pglast import ast, enums
 
 from oneroof import sqltext
 from oneroof.errors import BadInput
-from oneroof.sqltext import Statement, duration_ms
+from oneroof.sqltext import Statement, duration_ms, strip_comment
 from oneroof.suite.values import _count, _rows_text, _value_matches, _value_text
 
 CHECKS = "checks"
@@ -129,9 +129,6 @@ class SuiteFile:
 _DIRECTIVE = re.compile(
     r"^[ \t]*--[ \t]*(check|expect|timeout|scenario|step|assert)[ \t]*:(.*)$", re.IGNORECASE
 )
-# A quoted literal is matched whole so that a `--` inside it is skipped over; it counts only
-# at the start of a word, so an apostrophe as in `Bob's` opens nothing, and only when closed.
-_QUOTED_OR_COMMENT = re.compile(r"(?<![^\s=])'(?:[^']|'')*'|\s+--")
 _SQLSTATE = re.compile(r"^[0-9A-Z]{5}$")
 
 
@@ -265,7 +262,7 @@ class _Parser:
             self.loose.append(raw)
 
     def _open(self, keyword: str, value: str, number: int) -> None:
-        name = _strip_comment(value) if keyword == SCENARIO else value
+        name = strip_comment(value) if keyword == SCENARIO else value
         if not name:
             raise self.fail(f"-- {keyword}: needs a name", number)
         if keyword == CHECK and self.kind == SCENARIO:
@@ -334,14 +331,14 @@ class _Parser:
                 number,
             )
         try:
-            block.expect = parse_expectation(_strip_comment(value))
+            block.expect = parse_expectation(strip_comment(value))
         except ValueError as exc:
             raise self.fail(str(exc), number) from None
         block.expect_line = number
 
     def _timeout(self, value: str, number: int) -> None:
         try:
-            milliseconds = duration_ms(_strip_comment(value))
+            milliseconds = duration_ms(strip_comment(value))
         except ValueError as exc:
             raise self.fail(f"-- timeout: {exc}", number) from None
         block = self.block
@@ -429,14 +426,6 @@ def _transaction_control(statement: str) -> str | None:
         "transaction control (BEGIN, COMMIT, ROLLBACK) belongs to oneroof, which rolls every "
         "check and scenario back; savepoints of your own are fine"
     )
-
-
-def _strip_comment(value: str) -> str:
-    """`value` without a trailing ` -- comment`; a `--` in a single-quoted value is the value's."""
-    for match in _QUOTED_OR_COMMENT.finditer(value):
-        if not match.group().startswith("'"):
-            return value[: match.start()].strip()
-    return value.strip()
 
 
 def _sql_files(folder: Path) -> list[Path]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from oneroof.residue import Residue
 from oneroof.suite.parsing import FAILING, Status, _Named
-
-RESIDUE_SECTIONS = ("counts", "content", "sequences")
 
 
 @dataclass
@@ -72,38 +71,6 @@ class FileResult:
             "ms": round(self.ms, 3),
             "note": self.note,
             "items": [item.to_dict() for item in self.items],
-        }
-
-
-@dataclass
-class Residue:
-    """The residue proof of a clone run: fingerprints before and after, and what differs."""
-
-    free: bool
-    differences: list[str]
-    residue: list[str]  # the tables and sequences that differ
-    sequences_restored: list[str]
-    before: str | None
-    after: str | None
-    sections: tuple[str, ...] = RESIDUE_SECTIONS
-    ms: float = 0.0
-
-    def describe(self) -> str:
-        if self.free:
-            return "residue-free"
-        return "residue: " + (", ".join(self.residue) or "; ".join(self.differences))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "free": self.free,
-            "verdict": self.describe(),
-            "differences": self.differences,
-            "residue": self.residue,
-            "sequences_restored": self.sequences_restored,
-            "fingerprint_before": self.before,
-            "fingerprint_after": self.after,
-            "sections": list(self.sections),
-            "ms": round(self.ms, 3),
         }
 
 

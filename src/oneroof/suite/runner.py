@@ -10,12 +10,12 @@ from typing import Any
 
 import psycopg
 
-from oneroof import connect, fingerprint, guard
+from oneroof import connect, guard
 from oneroof.connect import CLONE, PRODUCTION, Session
 from oneroof.errors import BadInput, ForbiddenAction
+from oneroof.residue import Bracket
 from oneroof.suite.parsing import SCENARIO, STEP, TIMEOUT_SQLSTATE, Item, Status, SuiteFile
-from oneroof.suite.results import RESIDUE_SECTIONS, FileResult, ItemResult, Residue, RunResult
-from oneroof.suite.sequences import _SequenceState, read_sequences, restore_sequences
+from oneroof.suite.results import FileResult, ItemResult, RunResult
 from oneroof.suite.values import _count
 from oneroof.workspace import Workspace
 
@@ -82,14 +82,7 @@ class _Runner:
     def run(self, files: Sequence[SuiteFile], objective: str | None, prove: bool) -> RunResult:
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         began = time.perf_counter()
-        before: fingerprint.Fingerprint | None = None
-        sequences: dict[str, _SequenceState] = {}
-        proof_ms = 0.0
-        if prove:
-            clock = time.perf_counter()
-            sequences = read_sequences(self.session)
-            before = fingerprint.take(self.session, mode="full")
-            proof_ms = _elapsed(clock)
+        bracket = Bracket.open(self.session) if prove else None
         results = []
         for file in files:
             clock = time.perf_counter()
@@ -105,17 +98,12 @@ class _Runner:
                 )
             file_result.ms = (time.perf_counter() - clock) * 1000
             results.append(file_result)
-        proof: Residue | None = None
-        if prove:
-            clock = time.perf_counter()
-            proof = self._prove(before, sequences)
-            proof.ms = _elapsed(clock) + proof_ms
         return RunResult(
             target=self.target,
             objective=objective,
             database=self.session.identity.database,
             files=results,
-            residue=proof,
+            residue=bracket.close() if bracket is not None else None,
             started_at=started_at,
             ms=(time.perf_counter() - began) * 1000,
         )
@@ -254,33 +242,6 @@ class _Runner:
         except psycopg.Error as exc:
             return _from_error(file, item, exc, clock)
         return _judged(file, item, rows, clock)
-
-    # -- the residue proof
-
-    def _prove(
-        self, before: fingerprint.Fingerprint | None, sequences: dict[str, _SequenceState]
-    ) -> Residue:
-        if before is None or self.session.closed:
-            return Residue(
-                False,
-                ["the residue proof could not be completed: the connection was lost"],
-                [],
-                [],
-                before.id if before else None,
-                None,
-            )
-        restored = restore_sequences(self.session, sequences)
-        after = fingerprint.take(self.session, mode="full")
-        differences = fingerprint.diff(before, after, RESIDUE_SECTIONS)
-        keys = sorted({d.key for d in differences})
-        return Residue(
-            not differences,
-            [d.describe() for d in differences],
-            keys,
-            restored,
-            before.id,
-            after.id,
-        )
 
 
 def _elapsed(clock: float | None) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +14,7 @@ from psycopg import sql
 
 from oneroof import cli
 from oneroof.clone import golden_name
+from oneroof.demo import load_generator
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "one-roof"
 
@@ -41,12 +41,8 @@ objects = "select count(*) from core.objects"
 
 
 def generator() -> ModuleType:
-    """The One-Roof data generator (its folder name has a hyphen: load it by path)."""
-    spec = importlib.util.spec_from_file_location("one_roof_generate", EXAMPLE / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The One-Roof data generator, loaded the way the demo loads it."""
+    return load_generator(EXAMPLE)
 
 
 def build_one_roof(conn: psycopg.Connection[Any], objects: int = 300) -> None:
