@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/suite.py
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -165,7 +165,31 @@ def test_stop_rolls_back_and_halts_then_rerun_after_the_fix_applies_only_the_res
     assert env.items() == {"done": 5}
 
 
-def test_drift_on_a_touched_table_is_refused_until_rehearsed_on_a_fresh_clone(env: Env) -> None:
+def test_rows_drifted_on_a_touched_table_are_reported_and_the_artifacts_decide(
+    env: Env,
+) -> None:
+    """A live production: rows of a touched table changed since the clone was taken. The
+    apply reports it and goes on; exact deltas, read inside each artifact's transaction,
+    follow the database as it is now."""
+    env.make_clone()
+    rehearse(env)
+    env.prod("update app.flags set value = 1 where name = 'go'")
+    env.prod("insert into app.items (name) values ('late')")
+
+    result = apply(env)
+    assert result.ok, result.to_dict()
+    drift = next(c for c in result.checks if c.name == "drift")
+    assert drift.ok and "rows changed since the clone was taken" in drift.detail
+    assert "app.items (rows 2 → 3, content changed)" in drift.detail
+    runs = {run.id: run for run in result.artifacts}
+    assert runs["T_01_add"].deltas["app.items"]["inserted"] == 3
+    assert runs["T_02_close"].deltas["app.items"]["updated"] == 6  # 'late' included
+    assert env.items() == {"done": 6}
+
+
+def test_refuse_data_drift_keeps_the_strict_rule(env: Env) -> None:
+    toml = env.workspace / "oneroof.toml"
+    toml.write_text(toml.read_text() + "[rollout]\nrefuse_data_drift = true\n")
     env.make_clone()
     rehearse(env)
     env.prod("update app.flags set value = 1 where name = 'go'")
@@ -174,6 +198,7 @@ def test_drift_on_a_touched_table_is_refused_until_rehearsed_on_a_fresh_clone(en
     done = env.cli("rollout", "apply", str(env.plan_dir), "--execute")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "drifted" in done.stderr and "app.items" in done.stderr
+    assert "refuse_data_drift" in done.stderr
     assert env.ledger() == [] and env.items() == {"open": 3}
     dry = env.cli("rollout", "apply", str(env.plan_dir))
     assert dry.returncode == 1 and "would refuse" in dry.stdout
@@ -186,9 +211,20 @@ def test_drift_on_a_touched_table_is_refused_until_rehearsed_on_a_fresh_clone(en
     rehearse(env)
     result = apply(env)
     assert result.ok, result.to_dict()
-    runs = {run.id: run for run in result.artifacts}
-    assert runs["T_02_close"].deltas["app.items"]["updated"] == 6
     assert env.items() == {"done": 6}
+
+
+def test_schema_drift_of_a_touched_table_is_refused(env: Env) -> None:
+    env.make_clone()
+    rehearse(env)
+    env.prod("update app.flags set value = 1 where name = 'go'")
+    env.prod("alter table app.items add column note text")
+
+    done = env.cli("rollout", "apply", str(env.plan_dir), "--execute")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "the schema of a table the plan touches changed" in done.stderr
+    assert "column app.items.note" in done.stderr
+    assert env.ledger() == []
 
 
 def test_an_artifact_edited_after_rehearsal_is_refused(env: Env) -> None:

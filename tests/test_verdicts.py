@@ -85,6 +85,15 @@ def fp(counts: dict[str, int] | None = None, wal: str = "0/1") -> Fingerprint:
     )
 
 
+def schema_changed() -> Fingerprint:
+    changed = fp()
+    sections = {**changed.sections, "schema": {"table core.ownership": '{"x": 1}'}}
+    digests = {k: fingerprint_id({k: str(v)}) for k, v in sections.items()}
+    return dataclasses.replace(
+        changed, sections=sections, digests=digests, id=fingerprint_id(digests)
+    )
+
+
 def verification(*failing: str) -> CloneVerification:
     result = CloneVerification("app_clone")
     for point in ("name_guard", "marker", "app_sessions", "committed_state"):
@@ -142,8 +151,13 @@ def rehearsal(cfg: config.Config, status: str = "ok", residue_free: bool = True)
     )
 
 
-def record(outcome: str, classification: str, sql: str = "select 1") -> Record:
-    return Record(1, "now", "audit", "production", classification, outcome, sql, {}, "", "")
+def record(outcome: str, classification: str, sql: str = "select 1", **payload: Any) -> Record:
+    return Record(1, "now", "audit", "production", classification, outcome, sql, payload, "", "")
+
+
+def proof(xid: str | None = None, proven: bool = True, apply: bool = False) -> Record:
+    """The end record of one production transaction, carrying its write proof."""
+    return record("sent", "internal", "ROLLBACK", proof=True, proven=proven, xid=xid, apply=apply)
 
 
 def measurements(cfg: config.Config, **changes: Any) -> Measurements:
@@ -176,7 +190,15 @@ def measurements(cfg: config.Config, **changes: Any) -> Measurements:
         gate_values={"ospa": 0, "clone_verified": True},
         clone_source=entry,
         clone_source_error=None,
-        audit=[record("sent", "read"), record("refused", "write", "delete from t")],
+        audit=[
+            record("sent", "read"),
+            proof(),
+            record("refused", "write", "delete from t"),
+            proof(),
+        ],
+        activity_entry={"core.ownership": [7, 0, 0]},
+        activity_exit={"core.ownership": [7, 0, 0]},
+        expect_unchanged=False,
         production_sessions=1,
         dump_sessions=3,
     )
@@ -209,8 +231,9 @@ def test_an_all_good_campaign_passes_every_verdict(cfg: config.Config) -> None:
     assert report.blockers == ["Ownership seed: human ratification"]
     assert report.next_macros == ["On gate open (ospa >= 1) — apply F"]
     assert report.compliance.percent == 100
-    assert report.compliance.forbidden_refused == 1 and report.compliance.statements_sent == 1
+    assert report.compliance.forbidden_refused == 1 and report.compliance.statements_sent == 3
     assert report.facts["production sessions"] == "1 guarded + 3 of pg_dump"
+    assert "2 production transactions, none assigned a transaction id" in safety.headline
     assert report.facts["production role"] == "oneroof_reader (least privilege)"
 
 
@@ -218,10 +241,22 @@ Change = Callable[[config.Config], dict[str, Any]]
 
 FAILURES: list[tuple[str, str, Change, str]] = [
     (
-        "production changed",
+        "production changed while it must not",
         "Production safety",
-        lambda cfg: {"exit": fp({"core.ownership": 9})},
-        "production changed during the run: counts: core.ownership changed: 7 → 9",
+        lambda cfg: {"exit": fp({"core.ownership": 9}), "expect_unchanged": True},
+        "expect_unchanged says it must not: counts: core.ownership changed: 7 → 9",
+    ),
+    (
+        "a production transaction of oneroof was assigned a transaction id",
+        "Production safety",
+        lambda cfg: {"audit": [record("sent", "read"), proof("4711")]},
+        "1 of 1 production transactions of oneroof were assigned a transaction id",
+    ),
+    (
+        "production's schema changed during the run",
+        "A regression suite",
+        lambda cfg: {"exit": schema_changed()},
+        "production's schema changed during the run",
     ),
     (
         "a forbidden statement executed",
@@ -364,3 +399,39 @@ def test_residue_alone_lowers_compliance_below_100(cfg: config.Config) -> None:
     compliance = verdicts.judge(cfg, m).compliance
     assert compliance.clone_residue_free is False
     assert compliance.percent == 50  # one refused attempt kept, one residue
+
+
+def test_other_sessions_writing_pass_the_safety_verdict_and_are_named(
+    cfg: config.Config,
+) -> None:
+    m = measurements(
+        cfg,
+        exit=fp({"core.ownership": 9}),
+        activity_entry={"core.ownership": [7, 0, 0], "ops.issues": [10, 4, 1]},
+        activity_exit={"core.ownership": [9, 0, 0], "ops.issues": [56, 50, 1]},
+    )
+    report = verdicts.judge(cfg, m)
+    safety = verdict(report, "Production safety")
+    assert safety.status == PASS and report.final_status == PASS
+    assert "2 production transactions, none assigned a transaction id" in safety.headline
+    assert (
+        "production changed by other sessions during the run: core.ownership +2 rows, "
+        "ops.issues +46 rows, 46 updates" in safety.headline
+    )
+    assert "byte-unchanged" not in report.headline
+    assert "oneroof wrote nothing to production" in report.headline
+    assert report.notes[0].startswith("Production changed during the run, by other sessions")
+
+
+def test_a_transaction_ended_by_an_error_is_counted_apart(cfg: config.Config) -> None:
+    m = measurements(cfg, audit=[proof(), proof(proven=False)])
+    compliance = verdicts.judge(cfg, m).compliance
+    assert compliance.transactions == 2 and compliance.transactions_unproven == 1
+    assert compliance.percent == 100
+
+
+def test_a_gated_apply_that_writes_is_no_violation(cfg: config.Config) -> None:
+    m = measurements(cfg, audit=[proof(), proof("99", apply=True)])
+    report = verdicts.judge(cfg, m)
+    assert report.compliance.transactions == 1 and report.compliance.transactions_with_xid == 0
+    assert verdict(report, "Production safety").status == PASS

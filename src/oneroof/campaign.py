@@ -84,6 +84,19 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
     }
 
 
+ACTIVITY_QUERY = (
+    "select schemaname::text || '.' || relname::text, n_tup_ins, n_tup_upd, n_tup_del"
+    " from pg_catalog.pg_stat_user_tables"
+)
+
+
+def _activity(ws: Workspace) -> dict[str, list[int]]:
+    """Rows inserted, updated and deleted per table since the statistics began (all sessions)."""
+    with ws.production() as session:
+        rows = session.execute(ACTIVITY_QUERY)
+    return {str(t): [int(i or 0), int(u or 0), int(d or 0)] for t, i, u, d in rows}
+
+
 def run(ws: Workspace, *, step: Step | None = None) -> CampaignResult:
     """Run the campaign, judge it and write its report into `.oneroof/reports/<time>/`."""
     cfg, evidence = ws.cfg, ws.evidence
@@ -107,23 +120,27 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
     first_seq = evidence.last_seq()
     name = connect.clone_name(cfg)
 
-    say("entry fingerprint of production")
-    with ws.production() as session:
-        entry = fingerprint.take(
-            session,
-            mode="full",
-            counters=cfg.counters,
-            scan_budget_rows=cfg.production.scan_budget_rows,
-        )
-        privileges = session.privileges
-        privileged_allowed = session.privileged_allowed
-    fingerprint.save(evidence, entry, label="entry")
-
-    say(f"clone {name}: create or verify")
+    activity_entry = _activity(ws)
     created = False
     if _ready_clone(ws, name) is None:
+        # on a live production the clone must come from the entry fingerprint's own snapshot
+        say(f"clone {name}: create from one snapshot of production (the entry fingerprint)")
         clone.create(ws, name, step=lambda message: say(f"  {message}"))
         created = True
+        entry = clone.source_fingerprint(ws, name)
+    else:
+        say("entry fingerprint of production")
+        with ws.production() as session:
+            entry = fingerprint.take(
+                session,
+                mode="full",
+                counters=cfg.counters,
+                scan_budget_rows=cfg.production.scan_budget_rows,
+            )
+    fingerprint.save(evidence, entry, label="entry")
+    with ws.production() as session:
+        privileges = session.privileges
+        privileged_allowed = session.privileged_allowed
     isolation_before = clone.verify(ws, name)
 
     results: dict[str, list[suite.RunResult]] = {}
@@ -166,6 +183,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
             scan_budget_rows=cfg.production.scan_budget_rows,
         )
     fingerprint.save(evidence, exit_fp, label="exit")
+    activity_exit = _activity(ws)
 
     source: fingerprint.Fingerprint | None = None
     source_error: str | None = None
@@ -198,6 +216,9 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
         clone_source=source,
         clone_source_error=source_error,
         audit=audit,
+        activity_entry=activity_entry,
+        activity_exit=activity_exit,
+        expect_unchanged=cfg.production.expect_unchanged,
         production_sessions=sum(1 for r in audit if r.sql == "-- connect"),
         dump_sessions=sum(
             int(r.payload.get("jobs", 1)) + 1

@@ -155,6 +155,11 @@ class ProductionSettings(_Section):
         setting_ms(value)  # ValueError names the accepted forms
         return value
 
+    expect_unchanged: bool = Field(
+        False,
+        description="Production is frozen (a maintenance window): any change during a run,"
+        " by anyone, fails the Production safety verdict, and any drift refuses an apply",
+    )
     scan_budget_rows: int = Field(
         50_000_000,
         ge=0,
@@ -204,6 +209,30 @@ class GuardSettings(_Section):
         return value
 
 
+class RolloutSettings(_Section):
+    lock_timeout: str = Field(
+        "2s",
+        description="Lock timeout of each artifact at apply: a blocked lock request never"
+        " queues application sessions for longer",
+    )
+    lock_retries: int = Field(
+        3, ge=0, le=100, description="Retries of an artifact whose lock request timed out"
+    )
+    refuse_data_drift: bool = Field(
+        False,
+        description="Refuse an apply when the rows of a touched table changed since the"
+        " clone's source (by default reported; the artifact's gates, deltas and stops decide)",
+    )
+
+    @field_validator("lock_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from oneroof.sqltext import setting_ms
+
+        setting_ms(value)
+        return value
+
+
 class IsolationSettings(_Section):
     disable_triggers: list[str] = Field(
         default_factory=list, description="LIKE patterns of trigger names disabled on the clone"
@@ -241,6 +270,7 @@ class _Document(_Section):
     clone: CloneSettings = Field(default_factory=CloneSettings)  # type: ignore[arg-type]
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)  # type: ignore[arg-type]
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)  # type: ignore[arg-type]
     report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
     counters: dict[str, str] = Field(default_factory=dict)
     objective: list[Objective] = Field(default_factory=list)
@@ -265,6 +295,7 @@ class Config:
     clone: CloneSettings
     guard: GuardSettings
     isolation: IsolationSettings
+    rollout: RolloutSettings
     report: ReportSettings
     counters: dict[str, str]
     objectives: tuple[Objective, ...]
@@ -370,6 +401,7 @@ def parse(text: str, file: Path) -> Config:
         clone=doc.clone,
         guard=doc.guard,
         isolation=doc.isolation,
+        rollout=doc.rollout,
         report=doc.report,
         counters=dict(doc.counters),
         objectives=tuple(doc.objective),

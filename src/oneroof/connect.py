@@ -96,6 +96,10 @@ IDENTITY_QUERY_FALLBACK = (
     " current_setting('server_version_num')::int"
 )
 READ_ONLY_PROOF = "SHOW default_transaction_read_only"
+# The last statement of every production transaction: NULL proves that the transaction
+# changed nothing (no row, sequence, catalog entry or temporary table), whatever else the
+# server was doing meanwhile.
+WRITE_PROOF = "select pg_catalog.pg_current_xact_id_if_assigned()::text"
 # The row counters of the open transaction so far (rollout deltas). It reads the backend's
 # own pending statistics; the guard refuses its functions only because they are volatile.
 XACT_TABLE_STATS = (
@@ -112,6 +116,7 @@ _INTERNAL_EXACT = frozenset(
         IDENTITY_QUERY_FALLBACK,
         READ_ONLY_PROOF,
         READ_ONLY_PROBE,
+        WRITE_PROOF,
         XACT_TABLE_STATS,
         COMMIT,
         ROLLBACK,
@@ -193,6 +198,8 @@ class Session:
         role: str,
         evidence: Evidence | None,
         catalog: catalog.Catalog | None,
+        *,
+        read_identity: bool = True,
     ) -> None:
         self._conn = conn
         self.role = role
@@ -201,12 +208,15 @@ class Session:
         self._in_transaction = False
         self._writing = False
         self._savepoints = 0
+        self._sent: list[str] = []  # guarded statements of the open transaction
         self.writer = False
+        self.transactions = 0  # production transactions ended, each with its write proof
         self.privileges: roles.RolePrivileges | None = None
         self.privileged_allowed = False
         # the longest statement timeout a transaction may set: production's own, never more
         self.max_timeout_ms: int | None = None
-        self.identity = self._read_identity()
+        if read_identity:
+            self.identity = self._read_identity()
 
     # -- statements -------------------------------------------------------------------------
 
@@ -227,12 +237,12 @@ class Session:
             return [], []
         return [c.name for c in cursor.description], cursor.fetchall()
 
-    def internal(self, statement: str) -> list[tuple[Any, ...]]:
+    def internal(self, statement: str, **audit: Any) -> list[tuple[Any, ...]]:
         """Run one of the tool's own exact statement shapes (transaction setup and the like)."""
         writer_shape = self.writer and statement in _WRITER_SHAPES
         if self.role == PRODUCTION and not (_is_internal(statement) or writer_shape):
             raise ForbiddenAction(f"not an internal statement shape: {statement!r}")
-        self._audit(guard.Kind.INTERNAL, statement, "sent")
+        self._audit(guard.Kind.INTERNAL, statement, "sent", **audit)
         return self._send(statement, None, guard.Kind.INTERNAL)[1]
 
     def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -254,9 +264,11 @@ class Session:
             verdict.raise_if_refused(statement, self.role)
         if self._in_transaction:
             self._audit(verdict.kind, statement, "sent")
+            self._sent.append(statement)
             return self._send(statement, params, verdict.kind)
         with self.transaction():
             self._audit(verdict.kind, statement, "sent")
+            self._sent.append(statement)
             return self._send(statement, params, verdict.kind)
 
     def scalar(self, statement: str, params: Sequence[Any] | None = None) -> Any:
@@ -291,6 +303,7 @@ class Session:
             begin = BEGIN_READ_ONLY
         self.internal(begin)
         self._in_transaction = True
+        self._sent = []
         try:
             if snapshot is not None:
                 if not _SNAPSHOT_ID.match(snapshot):
@@ -303,18 +316,46 @@ class Session:
         else:
             self._end(ROLLBACK if force_rollback else COMMIT)
 
-    def _end(self, statement: str) -> None:
+    def _end(self, statement: str, *, writing: bool = False) -> None:
         self._in_transaction = False
         self._savepoints = 0
         if self._conn.closed:
             return
+        proof: dict[str, Any] = {}
+        if self.role == PRODUCTION:
+            proof = self._write_proof(writing)
         try:
-            self.internal(statement)
+            self.internal(statement, **proof)
         except psycopg.Error:
             if statement == COMMIT:
                 raise
             # A failed rollback leaves nothing to undo; the connection is closed below.
             self._conn.close()
+        if proof.get("xid") is not None and not writing:
+            shown = "; ".join(s if len(s) <= 200 else s[:199] + "…" for s in proof["statements"])
+            raise ForbiddenAction(
+                f"refused: a production transaction of oneroof was assigned transaction id "
+                f"{proof['xid']}: something it ran prepared a write ({shown or 'its setup'}); "
+                "it was rolled back. Remove what is not a plain read, or the trust that let it "
+                "through ([guard] allow_functions, allow_extensions)",
+                sql=proof["statements"][-1] if proof["statements"] else None,
+            )
+
+    def _write_proof(self, writing: bool) -> dict[str, Any]:
+        """Read the transaction's id as its last statement: NULL proves it wrote nothing."""
+        self.transactions += 1
+        statements = list(self._sent)
+        self._sent = []
+        base: dict[str, Any] = {"proof": True, "apply": writing, "statements": statements}
+        status = self._conn.info.transaction_status
+        if status != psycopg.pq.TransactionStatus.INTRANS:
+            # an error ended it: PostgreSQL rolls all of it back, and the id cannot be read
+            return {**base, "proven": False, "xid": None}
+        try:
+            rows = self.internal(WRITE_PROOF)
+        except psycopg.Error:
+            return {**base, "proven": False, "xid": None}
+        return {**base, "proven": True, "xid": rows[0][0] if rows else None}
 
     @contextmanager
     def write_transaction(self) -> Iterator[Session]:
@@ -330,15 +371,16 @@ class Session:
         self.internal(BEGIN_READ_WRITE if self.role == PRODUCTION else BEGIN_CLONE)
         self._in_transaction = True
         self._writing = True
+        self._sent = []
         try:
             yield self
         except BaseException:
             self._writing = False
-            self._end(ROLLBACK)
+            self._end(ROLLBACK, writing=True)
             raise
         else:
             self._writing = False
-            self._end(COMMIT)
+            self._end(COMMIT, writing=True)
 
     def apply(
         self, statement: str, params: Sequence[Any] | None = None, **audit: Any
@@ -355,6 +397,7 @@ class Session:
                 sql=statement,
             )
         self._audit(verdict.kind, statement, "apply", **audit)
+        self._sent.append(statement)
         return self._send(statement, params, verdict.kind)
 
     def set_statement_timeout(self, milliseconds: int) -> int:
@@ -390,7 +433,11 @@ class Session:
 
     def _read_identity(self) -> ServerIdentity:
         try:
-            rows = self.internal(IDENTITY_QUERY)
+            if self._in_transaction:
+                with self.savepoint():
+                    rows = self.internal(IDENTITY_QUERY)
+            else:
+                rows = self.internal(IDENTITY_QUERY)
         except psycopg.errors.InsufficientPrivilege:
             # Without pg_control_system() the identity rests on address and name alone.
             rows = self.internal(IDENTITY_QUERY_FALLBACK)
@@ -524,42 +571,49 @@ def _open_production(
     )
     try:
         evidence.audit(PRODUCTION, guard.Kind.INTERNAL, "-- connect", "sent", target=_describe(dsn))
-        session = ProductionSession(conn, PRODUCTION, evidence, None)
+        session = ProductionSession(conn, PRODUCTION, evidence, None, read_identity=False)
         session.max_timeout_ms = max_timeout_ms
-        flag = session.internal(READ_ONLY_PROOF)
-        if not flag or flag[0][0] != "on":
-            # A pooler that drops startup options would leave the session writable: refuse it.
-            raise ForbiddenAction(
-                "the production session is not read-only (default_transaction_read_only is "
-                f"{flag[0][0] if flag else 'unknown'}); is a connection pooler dropping "
-                "startup options? Connect oneroof to the server directly"
-            )
-        privileges = roles.RolePrivileges.from_rows(session.internal(roles.PRIVILEGES_QUERY))
-        session.privileges = privileges
-        excess = roles.excess(privileges)
-        if excess and not applier:
-            if not config.guard.allow_privileged_role:
-                evidence.audit(
-                    PRODUCTION,
-                    guard.Kind.INTERNAL,
-                    "-- privileged role refused",
-                    "refused",
-                    excess=[e.describe() for e in excess],
-                )
-                raise ForbiddenAction(roles.refusal_message(privileges))
-            session.privileged_allowed = True
-            evidence.audit(
-                PRODUCTION,
-                guard.Kind.INTERNAL,
-                "-- privileged role allowed by [guard] allow_privileged_role",
-                "sent",
-                excess=[e.describe() for e in excess],
-            )
-        session.catalog = read_catalog(session, config)
+        with session.transaction():  # the session's setup is one proven transaction too
+            _set_up(session, config, evidence, applier)
         return session
     except BaseException:
         conn.close()
         raise
+
+
+def _set_up(session: ProductionSession, config: Config, evidence: Evidence, applier: bool) -> None:
+    """Identity, the read-only proof, the role's privileges and the guard's catalog."""
+    session.identity = session._read_identity()
+    flag = session.internal(READ_ONLY_PROOF)
+    if not flag or flag[0][0] != "on":
+        # A pooler that drops startup options would leave the session writable: refuse it.
+        raise ForbiddenAction(
+            "the production session is not read-only (default_transaction_read_only is "
+            f"{flag[0][0] if flag else 'unknown'}); is a connection pooler dropping "
+            "startup options? Connect oneroof to the server directly"
+        )
+    privileges = roles.RolePrivileges.from_rows(session.internal(roles.PRIVILEGES_QUERY))
+    session.privileges = privileges
+    excess = roles.excess(privileges)
+    if excess and not applier:
+        if not config.guard.allow_privileged_role:
+            evidence.audit(
+                PRODUCTION,
+                guard.Kind.INTERNAL,
+                "-- privileged role refused",
+                "refused",
+                excess=[e.describe() for e in excess],
+            )
+            raise ForbiddenAction(roles.refusal_message(privileges))
+        session.privileged_allowed = True
+        evidence.audit(
+            PRODUCTION,
+            guard.Kind.INTERNAL,
+            "-- privileged role allowed by [guard] allow_privileged_role",
+            "sent",
+            excess=[e.describe() for e in excess],
+        )
+    session.catalog = read_catalog(session, config)
 
 
 def prove_read_only(session: Session) -> str:

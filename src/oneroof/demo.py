@@ -23,6 +23,7 @@ from oneroof import campaign, clone, config, connect, roles, rollout
 from oneroof.embedded import EmbeddedServer
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence
+from oneroof.workload import Workload, WorkloadStats
 from oneroof.workspace import Workspace
 
 PRODUCTION_DATABASE = "one_roof"
@@ -62,10 +63,16 @@ class DemoResult:
     generated: dict[str, Any] = field(default_factory=dict)
     applied: Any = None
     seconds: float = 0.0
+    application: WorkloadStats | None = None  # with `live`: what the application saw
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.reports) and (self.applied is None or self.applied.ok)
+        live_ok = self.application is None or self.application.ok
+        return (
+            all(r.ok for r in self.reports)
+            and (self.applied is None or self.applied.ok)
+            and live_ok
+        )
 
 
 def servers(directory: Path) -> tuple[EmbeddedServer, EmbeddedServer]:
@@ -102,6 +109,7 @@ def run(
     seed: int = 1,
     ratify: bool = False,
     keep: bool = False,
+    live: bool = False,
     step: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Run the demo end to end; servers are removed at the end unless `keep`."""
@@ -117,6 +125,7 @@ def run(
     production, nonprod = servers(directory)
     production.start()
     result = DemoResult(directory, workspace)
+    application: Workload | None = None
     try:
         nonprod.start()
         generator = load_generator(workspace)
@@ -133,6 +142,9 @@ def run(
             result.generated = dict(generator.build(world, objects=objects, gap=gap, seed=seed))
         cfg = config.load(workspace)
         evidence = Evidence(cfg.evidence_path)
+        if live:
+            say("the application starts writing to production (issues, object renames)")
+            application = Workload(production.dsn(PRODUCTION_DATABASE), rate=20).start()
         with Workspace(cfg, evidence) as ws:
             result.reports.append(campaign.run(ws, step=say))
         if ratify:
@@ -149,7 +161,12 @@ def run(
                 clone.drop(ws)
             with Workspace(cfg, evidence) as ws:
                 result.reports.append(campaign.run(ws, step=say))
+        if application is not None:
+            result.application = application.stop()
+            say(f"the application stops: {result.application.committed} transactions committed")
     finally:
+        if application is not None and result.application is None:
+            result.application = application.stop()
         if not keep:
             production.remove()
             nonprod.remove()

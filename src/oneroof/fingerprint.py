@@ -766,3 +766,25 @@ def load_reference(evidence: Evidence, reference: str) -> Fingerprint:
     if found is None:
         raise BadInput(f"no saved fingerprint with id {reference!r} (use --save, or a JSON file)")
     return found
+
+
+_TABLE_OBJECTS = ("relation", "column", "constraint", "trigger", "rule", "policy")
+
+
+def objects_of(schema: Mapping[str, Any], tables: Iterable[str]) -> dict[str, Any]:
+    """The schema objects of a schema section that belong to `tables` (`schema.table` keys):
+    the relation, its columns, constraints, triggers, rules, policies and indexes."""
+    wanted = set(tables)
+    found: dict[str, Any] = {}
+    for key, definition in schema.items():
+        kind, _, name = key.partition(" ")
+        if kind in _TABLE_OBJECTS:
+            table = name if kind == "relation" else name.rsplit(".", 1)[0]
+            if table in wanted:
+                found[key] = definition
+        elif kind == "index" and isinstance(definition, Mapping):
+            text = str(definition.get("definition", ""))
+            match = re.search(r" ON (?:ONLY )?(\S+) USING ", text)
+            if match and match.group(1).replace('"', "") in wanted:
+                found[key] = definition
+    return found

@@ -38,5 +38,8 @@ class Measurements:
     clone_source: Fingerprint | None
     clone_source_error: str | None
     audit: list[Record]
+    activity_entry: dict[str, list[int]]  # table → rows inserted, updated, deleted (all sessions)
+    activity_exit: dict[str, list[int]]
+    expect_unchanged: bool
     production_sessions: int  # guarded sessions oneroof opened on production
     dump_sessions: int  # connections of the pg_dump runs (one more than its jobs)

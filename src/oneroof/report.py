@@ -64,21 +64,26 @@ class Compliance:
     applied_statements: int
     production_unchanged: bool
     clone_residue_free: bool
+    transactions: int = 0  # production transactions of oneroof outside gated applies
+    transactions_with_xid: int = 0  # of them, those assigned a transaction id: a write
+    transactions_unproven: int = 0  # ended by an error: rolled back, the id unreadable
 
     @property
     def percent(self) -> int:
         ok = (
             self.forbidden_executed == 0
             and self.writes_outside_apply == 0
+            and self.transactions_with_xid == 0
             and self.clone_residue_free
         )
         if ok:
             return 100
         # the share of forbidden actions that did not happen: each executed one counts once,
         # and residue left on the clone counts as one more
-        bad = max(self.forbidden_executed, self.writes_outside_apply)
+        bad = max(self.forbidden_executed, self.writes_outside_apply) + self.transactions_with_xid
         bad += 0 if self.clone_residue_free else 1
-        total = max(1, self.forbidden_attempted + (0 if self.clone_residue_free else 1))
+        total = self.forbidden_attempted + self.transactions_with_xid
+        total = max(1, total + (0 if self.clone_residue_free else 1))
         return min(99, max(0, round(100 * (1 - bad / total))))
 
 
@@ -134,17 +139,37 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def transactions_line(c: Compliance) -> str:
+    """The write proof of the run, as one sentence."""
+    if c.transactions_with_xid:
+        return (
+            f"{c.transactions_with_xid} of {c.transactions} production transactions of oneroof "
+            "were assigned a transaction id: they prepared a write (refused, rolled back)."
+        )
+    unproven = (
+        f" ({c.transactions_unproven} ended by an error: rolled back by PostgreSQL)"
+        if c.transactions_unproven
+        else ""
+    )
+    return (
+        f"{c.transactions} production transactions of oneroof, none assigned a transaction "
+        f"id{unproven}: oneroof wrote nothing outside a gated apply."
+    )
+
+
 def compliance_lines(c: Compliance) -> list[str]:
     """The compliance section as sentences, each a measured fact."""
     return [
+        transactions_line(c),
         f"Statements sent to production: {c.statements_sent}; forbidden statements attempted: "
         f"{c.forbidden_attempted}, refused by the guard: {c.forbidden_refused}, executed: "
         f"{c.forbidden_executed}.",
         f"Writes to production outside a gated apply: {c.writes_outside_apply}; statements "
         f"of gated applies: {c.applied_statements}.",
         "Production fingerprint at exit "
-        + ("equals" if c.production_unchanged else "DIFFERS FROM")
-        + " the entry fingerprint.",
+        + ("equals" if c.production_unchanged else "differs from")
+        + " the entry fingerprint"
+        + ("." if c.production_unchanged else " (see the attribution in the safety verdict)."),
         "Rollback-only work on the clone left "
         + ("no residue." if c.clone_residue_free else "RESIDUE (see the verdicts)."),
     ]

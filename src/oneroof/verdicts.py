@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oneroof import fingerprint, gates
 from oneroof.config import Config, Objective
 from oneroof.evidence import Record
-from oneroof.report import FAIL, GO, NO_GO, PASS, Compliance, MatrixRow, Report, Verdict
+from oneroof.report import (
+    FAIL,
+    GO,
+    NO_GO,
+    PASS,
+    Compliance,
+    MatrixRow,
+    Report,
+    Verdict,
+    transactions_line,
+)
 from oneroof.sqltext import value_text
 
 if TYPE_CHECKING:
@@ -50,8 +61,9 @@ def judge(cfg: Config, m: Measurements) -> Report:
         for target, result in results
     ]
     compliance = compliance_of(m.audit, m.entry, m.exit, m.suites, m.rehearsals)
+    changes = attribution(m.entry, m.exit, m.activity_entry, m.activity_exit)
     verdicts = [
-        safety_verdict(m.entry, m.exit, compliance, matrix),
+        safety_verdict(m.entry, m.exit, compliance, matrix, changes, m.expect_unchanged),
         isolation_verdict(m.isolation_before, m.isolation_after, m.isolation_facts, m.clone_name),
     ]
     measured = dict(m.entry.sections.get("counters", {}))
@@ -67,20 +79,37 @@ def judge(cfg: Config, m: Measurements) -> Report:
             )
         )
     verdicts.append(lifecycle_verdict(m.golden, m.clone_created, m.isolation_after.ok))
+    if changes.schema:
+        # the clone and its evidence have the old schema: what they prove is about it
+        shown = "; ".join(changes.schema[:3]) + (" …" if len(changes.schema) > 3 else "")
+        for v in verdicts[2:-1]:
+            v.status = FAIL
+            v.reasons.append(
+                f"production's schema changed during the run ({shown}): this evidence was "
+                "taken on the old schema; run again"
+            )
 
     final = PASS if all(v.status == PASS for v in verdicts) else FAIL
     advanced = sum(1 for v in verdicts[2:] if v.status == PASS)
     if final == PASS:
         byte = "byte-" if m.entry.mode == "full" else ""
+        proven = (
+            f"production proven {byte}unchanged"
+            if m.entry.id == m.exit.id
+            else f"oneroof wrote nothing to production ({compliance.transactions} "
+            "transactions, none assigned a transaction id) while other sessions wrote to it"
+        )
         headline = (
-            f"{advanced} objectives advanced on an isolated clone; production proven "
-            f"{byte}unchanged; no forbidden action occurred."
+            f"{advanced} objectives advanced on an isolated clone; {proven}; "
+            "no forbidden action occurred."
         )
     else:
         failed = [v.objective for v in verdicts if v.status != PASS]
         headline = f"FAILED: {', '.join(failed)}. See the reasons in the verdict table."
     closed = [row for row in matrix if row.status == NO_GO]
     notes = [EVIDENCE_NOTE]
+    if changes.tables or changes.schema:
+        notes.insert(0, "Production changed during the run, by other sessions: " + changes.text())
     role_fact, role_note = role_facts(m.role_user, m.role_excess, m.privileged_allowed)
     if role_note:
         notes.append(role_note)
@@ -174,6 +203,7 @@ def compliance_of(
     residue_free = all(
         result.residue_free is not False for runs in suites.values() for result in runs
     ) and all(r.residue_free is not False for _, r in rehearsals.values())
+    proofs = [r for r in records if r.payload.get("proof") and not r.payload.get("apply")]
     return Compliance(
         statements_sent=len(sent),
         forbidden_attempted=len(refused) + len(executed),
@@ -183,6 +213,9 @@ def compliance_of(
         applied_statements=len(applied),
         production_unchanged=entry.id == exit_fp.id,
         clone_residue_free=residue_free,
+        transactions=len(proofs),
+        transactions_with_xid=sum(1 for r in proofs if r.payload.get("xid") is not None),
+        transactions_unproven=sum(1 for r in proofs if not r.payload.get("proven")),
     )
 
 
@@ -191,31 +224,102 @@ def safety_verdict(
     exit_fp: fingerprint.Fingerprint,
     compliance: Compliance,
     matrix: list[MatrixRow],
+    changes: Attribution | None = None,
+    expect_unchanged: bool = False,
 ) -> Verdict:
+    """PASS when oneroof wrote nothing and the guard let nothing through.
+
+    Other sessions may write to a live production meanwhile: their changes are named, and
+    they fail the verdict only under `expect_unchanged` (a frozen production).
+    """
+    changes = changes or Attribution([], [])
     reasons = []
-    if entry.id != exit_fp.id:
+    unchanged = entry.id == exit_fp.id
+    if not unchanged and expect_unchanged:
         changed = fingerprint.diff(entry, exit_fp)
         reasons.append(
-            "production changed during the run: "
+            "production changed during the run, and [production] expect_unchanged says it "
+            "must not: "
             + "; ".join(d.describe() for d in changed[:5])
             + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
         )
     if compliance.forbidden_executed:
         reasons.append(f"{compliance.forbidden_executed} forbidden statement(s) executed")
-    parts = [f"entry==exit fingerprint {entry.short}…" if entry.id == exit_fp.id else ""]
-    counts = entry.sections.get("counts")
-    if counts is not None and counts == exit_fp.sections.get("counts"):
-        parts.append(f"all {len(counts)} table counts identical")
-    if entry.wal and entry.wal == exit_fp.wal:
-        parts.append(f"WAL position unchanged ({entry.wal}): the server wrote nothing")
+    if compliance.transactions_with_xid:
+        reasons.append(transactions_line(compliance))
+    parts = []
+    if unchanged:
+        parts.append(f"entry==exit fingerprint {entry.short}…")
+        counts = entry.sections.get("counts")
+        if counts is not None:
+            parts.append(f"all {len(counts)} table counts identical")
+    parts.append(
+        f"{compliance.transactions} production transactions, none assigned a transaction id"
+        if not compliance.transactions_with_xid
+        else transactions_line(compliance)
+    )
+    if not unchanged:
+        parts.append(
+            "production changed by other sessions during the run: "
+            + (changes.text() or "see the fingerprint difference")
+        )
     closed = [row for row in matrix if row.status == NO_GO and row.scope == "production"]
     if closed:
         values = {k: v for row in closed for k, v in row.values.items()}
         shown = ", ".join(f"{k}={value_text(v)}" for k, v in sorted(values.items()))
         parts.append(f"{shown} → {len(closed)} production gate(s) closed")
-    return Verdict(
-        SAFETY, PASS if not reasons else FAIL, "; ".join(p for p in parts if p), reasons=reasons
-    )
+    return Verdict(SAFETY, PASS if not reasons else FAIL, "; ".join(parts), reasons=reasons)
+
+
+@dataclass
+class Attribution:
+    """What other sessions changed on production during a run, per table, and in its schema."""
+
+    tables: list[str]
+    schema: list[str]
+
+    def text(self) -> str:
+        shown = self.tables[:8] + (
+            [f"(+{len(self.tables) - 8} more)"] if len(self.tables) > 8 else []
+        )
+        return ", ".join(shown + ([f"schema: {'; '.join(self.schema[:3])}"] if self.schema else []))
+
+
+def attribution(
+    entry: fingerprint.Fingerprint,
+    exit_fp: fingerprint.Fingerprint,
+    activity_entry: dict[str, list[int]],
+    activity_exit: dict[str, list[int]],
+) -> Attribution:
+    """Per table, the rows others inserted, updated and deleted (the statistics' counters
+    between entry and exit) and what the fingerprints tell apart; the schema changes."""
+    if entry.id == exit_fp.id:
+        return Attribution([], [])
+    differences = fingerprint.diff(entry, exit_fp)
+    changed = {d.key for d in differences if d.section in ("counts", "content")}
+    sequences = sorted(d.key for d in differences if d.section == "sequences")
+    schema = [d.describe() for d in differences if d.section == "schema"]
+    tables = []
+    for table in sorted(changed | set(activity_exit)):
+        before = activity_entry.get(table, [0, 0, 0])
+        after = activity_exit.get(table, before)
+        inserted, updated, deleted = (max(0, b - a) for a, b in zip(before, after, strict=True))
+        words = []
+        if inserted or deleted:
+            rows = "/".join(
+                p
+                for p in (f"+{inserted}" if inserted else "", f"−{deleted}" if deleted else "")
+                if p
+            )
+            words.append(f"{rows} rows")
+        if updated:
+            words.append(f"{updated} update{'s' if updated != 1 else ''}")
+        if not words and table in changed:
+            words.append("content changed")
+        if words:
+            tables.append(f"{table} {', '.join(words)}")
+    tables += [f"sequence {name} moved" for name in sequences]
+    return Attribution(tables, schema)
 
 
 def isolation_verdict(

@@ -88,6 +88,10 @@ def demo_command(
         Path | None, typer.Option("--dir", help="Directory for servers, workspace, reports")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the servers running")] = False,
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="An application keeps writing to production meanwhile"),
+    ] = False,
 ) -> Result | None:
     """The whole campaign on two embedded servers and the One-Roof reference workload."""
     from oneroof import demo, report
@@ -100,6 +104,7 @@ def demo_command(
             seed=seed,
             ratify=ratify,
             keep=keep,
+            live=live,
             step=step,
         )
     for index, campaign_result in enumerate(result.reports, start=1):
@@ -107,5 +112,12 @@ def demo_command(
         out.print(f"\n== {title} ==", markup=False)
         out.print(report.summary(campaign_result.report), markup=False)
         out.print(f"report: {campaign_result.files['html']}", markup=False)
+    if result.application is not None:
+        seen = result.application.to_dict()
+        out.print(
+            f"\nthe application meanwhile: {seen['committed']} transactions committed, "
+            f"{seen['failed']} failed; p50 {seen['p50_ms']} ms, p99 {seen['p99_ms']} ms",
+            markup=False,
+        )
     out.print(f"\ndemo finished in {result.seconds:.1f} s; workspace: {result.workspace}")
     return result

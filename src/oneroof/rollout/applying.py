@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from oneroof import fingerprint, gates, guard
+from oneroof import connect, fingerprint, gates, guard
 from oneroof.config import Config
 from oneroof.connect import Session
 from oneroof.errors import BadInput, ForbiddenAction
-from oneroof.evidence import Evidence, Record
+from oneroof.evidence import Evidence, Record, canonical_json
 from oneroof.gates import GateResult
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.deltas import (
@@ -131,7 +131,9 @@ def _precheck(
             record, why = find_rehearsal(evidence, plan)
             checks.append(_rehearsal_check(record, why, selected))
             if drift and record is not None and record.payload.get("ok"):
-                check, drifted = _drift_check(session, evidence, plan, record, ledger, selected)
+                check, drifted = _drift_check(
+                    cfg, session, evidence, plan, record, ledger, selected
+                )
                 checks.append(check)
         names = {n for a in selected for n in a.gate_names}
         values = gates.read_values(session, cfg, names)
@@ -175,6 +177,7 @@ def _rehearsal_check(record: Record | None, why: str, selected: list[Artifact]) 
 
 
 def _drift_check(
+    cfg: Config,
     session: Session,
     evidence: Evidence,
     plan: Plan,
@@ -210,6 +213,22 @@ def _drift_check(
     if not compare:
         return Check("drift", True, "no table to compare (every one was changed by this plan)"), []
     production = fingerprint.take(session, mode="full", tables=compare)
+    # the objects an artifact touches must be the ones rehearsed: schema drift is refused
+    rehearsed = fingerprint.objects_of(source.sections.get("schema", {}), compare)
+    now = fingerprint.objects_of(production.sections.get("schema", {}), compare)
+    reshaped = sorted(
+        key
+        for key in set(rehearsed) | set(now)
+        if canonical_json(rehearsed.get(key)) != canonical_json(now.get(key))
+    )
+    if reshaped:
+        shown = ", ".join(reshaped[:6]) + (" …" if len(reshaped) > 6 else "")
+        return Check(
+            "drift",
+            False,
+            "refused: the schema of a table the plan touches changed since the clone was taken "
+            f"({shown}); re-clone and re-rehearse",
+        ), reshaped
     drifted = []
     for table in compare:
         expected = source.table_content(table)
@@ -218,25 +237,38 @@ def _drift_check(
             continue
         before_count = source.sections.get("counts", {}).get(table)
         now_count = production.sections.get("counts", {}).get(table)
-        if expected is None and before_count is not None:
-            drifted.append(f"{table} (the clone's source fingerprint has no content hash of it)")
-        elif actual is None:
-            drifted.append(f"{table} (gone from production)")
-        else:
-            drifted.append(f"{table} (rows {before_count} → {now_count}, content changed)")
+        if actual is None:
+            return Check("drift", False, f"refused: {table} is gone from production; re-clone"), [
+                table
+            ]
+        drifted.append(f"{table} (rows {before_count} → {now_count}, content changed)")
     skipped = (
         f"; not compared (changed by this plan): {', '.join(sorted(own & tables))}"
         if (own & tables)
         else ""
     )
-    if drifted:
+    if drifted and (cfg.production.expect_unchanged or cfg.rollout.refuse_data_drift):
+        why = (
+            "[production] expect_unchanged"
+            if cfg.production.expect_unchanged
+            else "[rollout] refuse_data_drift"
+        )
         return Check(
             "drift",
             False,
-            "refused: production drifted since the clone was taken: "
+            "refused: production's rows drifted since the clone was taken: "
             + ", ".join(drifted)
-            + "; re-clone and re-rehearse",
+            + f" ({why}); re-clone and re-rehearse",
         ), drifted
+    if drifted:
+        return Check(
+            "drift",
+            True,
+            "schema as rehearsed; rows changed since the clone was taken (a live production): "
+            + ", ".join(drifted)
+            + " — each artifact's gates, exact deltas and stops decide, inside its own "
+            "transaction" + skipped,
+        ), []
     return Check(
         "drift",
         True,
@@ -367,7 +399,7 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
         _ensure_ledger(writer, cfg)
         for index, artifact in enumerate(pre.selected):
             say(f"apply {artifact.id}")
-            run = _apply_artifact(writer, cfg, plan, artifact, record_hash)
+            run = _apply_with_retries(writer, cfg, evidence, plan, artifact, record_hash, say)
             result.artifacts.append(run)
             evidence.append(ARTIFACT_KIND, {"plan": plan.name, **run.to_dict()})
             if not run.ok:
@@ -377,6 +409,46 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
                 )
     applied = [a.id for a in pre.selected if a.id in result.applied]
     return finish("applied", True, f"applied {', '.join(applied) or 'nothing new'}")
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _apply_with_retries(
+    writer: Session,
+    cfg: Config,
+    evidence: Evidence,
+    plan: Plan,
+    artifact: Artifact,
+    rehearsal: str | None,
+    say: Say,
+) -> ArtifactRun:
+    """Apply one artifact; a lock it waited `[rollout] lock_timeout` for is retried with
+    backoff up to `[rollout] lock_retries` times, each attempt audited, then the plan halts."""
+    attempts = 1 + cfg.rollout.lock_retries
+    for attempt in range(1, attempts + 1):
+        run = _apply_artifact(writer, cfg, plan, artifact, rehearsal)
+        if run.sqlstate != LOCK_NOT_AVAILABLE:
+            return run
+        evidence.audit(
+            connect.PRODUCTION,
+            "internal",
+            f"-- {artifact.id}: lock timeout, attempt {attempt} of {attempts}",
+            "retry" if attempt < attempts else "halted",
+            plan=plan.name,
+            artifact=artifact.id,
+            reason=run.reason,
+        )
+        if attempt < attempts:
+            pause = min(5.0, 0.25 * 2 ** (attempt - 1))
+            wait = cfg.rollout.lock_timeout
+            say(f"{artifact.id}: lock not available within {wait}; retry in {pause:g}s")
+            time.sleep(pause)
+    run.reason = (
+        f"a lock stayed unavailable: {attempts} attempt(s) of {cfg.rollout.lock_timeout} each "
+        f"({run.reason})"
+    )
+    return run
 
 
 def _apply_artifact(

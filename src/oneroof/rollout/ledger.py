@@ -97,7 +97,8 @@ def _take_lock(writer: Session, cfg: Config, key: int, **audit: Any) -> None:
     """The transaction-level advisory lock; waits up to the statement timeout, not the lock one."""
     writer.apply("SET LOCAL lock_timeout = 0", step="lock", **audit)
     writer.apply(f"select pg_catalog.pg_advisory_xact_lock({int(key)})", step="lock", **audit)
-    configured = setting_ms(cfg.production.lock_timeout)  # validated with the config
+    # a blocked lock request queues the application sessions behind it: never wait long
+    configured = setting_ms(cfg.rollout.lock_timeout)  # validated with the config
     writer.apply(f"SET LOCAL lock_timeout = '{configured}ms'", step="lock", **audit)
     if writer.identity.server_version_num >= 140000:
         # A client that dies mid-artifact is noticed within a second, even in a long
