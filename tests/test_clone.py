@@ -448,7 +448,12 @@ def test_template_method_on_the_production_server(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = clone_name()
-    workspace = make_workspace(one_roof, TOML.format(name=name, method="template"))
+    toml = TOML.format(name=name, method="template")
+    # a template copy lives on production's own cluster: only when the workspace accepts it
+    toml = toml.replace(
+        'method = "template"\n', 'method = "template"\nallow_production_cluster = true\n'
+    )
+    workspace = make_workspace(one_roof, toml)
     monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", prod_server.dsn("postgres"))
     cfg = workspace.config()
     evidence = workspace.evidence()
@@ -560,3 +565,21 @@ def test_a_server_newer_than_pg_dump_is_refused_before_anything_changes(
     with pytest.raises(BadInput, match="newer than the client"):
         clone.create(Ws(workspace.config(), workspace.evidence()))
     assert databases(nonprod_server) == before
+
+
+def test_a_non_production_server_that_is_production_is_refused(
+    make_workspace: Any,
+    one_roof: str,
+    prod_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = clone_name()
+    workspace = make_workspace(one_roof, TOML.format(name=name, method="dump"))
+    monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", prod_server.dsn("postgres"))
+    before = databases(prod_server)
+    for command in (["doctor"], ["clone", "create"], ["clone", "verify"]):
+        code, _, err = run_cli(["--workspace", str(workspace.path), *command], capsys)
+        assert code == 3, (command, err)
+        assert "production's own cluster" in err and "allow_production_cluster" in err
+    assert databases(prod_server) == before

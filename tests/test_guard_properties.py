@@ -325,7 +325,7 @@ def test_whatever_the_guard_allows_runs_read_only_without_a_write(target: Target
     finally:
         conn.close()
     # the grammar is worth its name only if it produces both kinds in quantity
-    assert seen["allowed"] >= 30, seen
+    assert seen["allowed"] >= 15, seen
     assert seen["refused"] >= 30, seen
 
 

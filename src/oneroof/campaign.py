@@ -76,11 +76,16 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
         leases = None
         if cfg.isolation.leases_counter and cfg.isolation.leases_counter in cfg.counters:
             leases = session.scalar(cfg.counters[cfg.isolation.leases_counter])
+    with ws.server() as server:
+        production_cluster = server.identity.same_cluster(ws.production_identity)
     return {
         "app_sessions": int(app_sessions[0]) if app_sessions else 0,
+        "app_roles": list(cfg.guard.app_roles),
         "triggers_disabled": int(disabled[0]) if disabled else 0,
         "triggers_configured": int(disabled[1]) if disabled else 0,
+        "trigger_patterns": list(cfg.isolation.disable_triggers),
         "leases": leases,
+        "production_cluster": production_cluster,
     }
 
 
@@ -136,6 +141,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
                 mode="full",
                 counters=cfg.counters,
                 scan_budget_rows=cfg.production.scan_budget_rows,
+                skip_schemas=(cfg.rollout.ledger_schema,),
             )
     fingerprint.save(evidence, entry, label="entry")
     with ws.production() as session:
@@ -181,6 +187,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
             mode=entry.mode,
             counters=cfg.counters,
             scan_budget_rows=cfg.production.scan_budget_rows,
+            skip_schemas=(cfg.rollout.ledger_schema,),
         )
     fingerprint.save(evidence, exit_fp, label="exit")
     activity_exit = _activity(ws)

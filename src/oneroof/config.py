@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from oneroof.errors import ConfigError
 
 CONFIG_NAME = "oneroof.toml"
+# verdicts every report carries beside the workspace's objectives
+RESERVED_OBJECTIVE_IDS = {"G": "clone lifecycle"}
 WORKSPACE_ENV = "ONEROOF_WORKSPACE"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -173,6 +175,11 @@ class CloneSettings(_Section):
     method: Literal["dump", "template"] = Field("dump", description="dump (any server) | template")
     jobs: int = Field(2, ge=1, le=64, description="Parallel jobs of pg_dump/pg_restore")
     pg_bin_dir: str | None = Field(None, description="Directory of pg_dump/pg_restore to use")
+    allow_production_cluster: bool = Field(
+        False,
+        description="Accept a non-production server that is production's own cluster (needed"
+        " by method = 'template'); the isolation verdict then says so",
+    )
 
 
 class GuardSettings(_Section):
@@ -210,6 +217,11 @@ class GuardSettings(_Section):
 
 
 class RolloutSettings(_Section):
+    ledger_schema: str = Field(
+        "oneroof",
+        description="Schema of the ledger in production (made by the first apply, readable by"
+        " the reader; left out of every fingerprint, drift and staleness comparison)",
+    )
     lock_timeout: str = Field(
         "2s",
         description="Lock timeout of each artifact at apply: a blocked lock request never"
@@ -387,6 +399,13 @@ def parse(text: str, file: Path) -> Config:
         )
     seen: set[str] = set()
     for index, objective in enumerate(doc.objective):
+        if objective.id in RESERVED_OBJECTIVE_IDS:
+            raise ConfigError(
+                f"objective[{index}].id: {objective.id!r} is the id of the built-in "
+                f"{RESERVED_OBJECTIVE_IDS[objective.id]} verdict; choose another id",
+                file=file,
+                line=locate(text, ("objective", index, "id")),
+            )
         if objective.id in seen:
             raise ConfigError(
                 f"objective[{index}].id: duplicate objective id {objective.id!r}",

@@ -51,6 +51,14 @@ class ServerIdentity:
     server_version: str
     server_version_num: int
 
+    def same_cluster(self, other: ServerIdentity) -> bool:
+        """True when both are one cluster: the same system identifier (when both are known),
+        else the same address."""
+        known = not self.system_identifier.startswith("unknown@")
+        if known and not other.system_identifier.startswith("unknown@"):
+            return self.system_identifier == other.system_identifier
+        return (self.host, self.port) == (other.host, other.port)
+
     def same_database(self, other: ServerIdentity) -> bool:
         """True when both name the same database of the same cluster, whatever the address."""
         return (

@@ -403,6 +403,14 @@ class _Table:
         return f"{self.schema}.{self.name}"
 
 
+def _schema_of(key: str) -> str:
+    """The schema a schema-section key belongs to: `relation s.t` → s, `schema s` → s."""
+    kind, _, name = key.partition(" ")
+    if kind == "event":  # "event trigger name": database-wide
+        return ""
+    return name.split(".", 1)[0]
+
+
 def _read_schema(session: Session) -> dict[str, Any]:
     objects: dict[str, Any] = {}
     for _, query in _SCHEMA_QUERIES:
@@ -565,10 +573,12 @@ def take(
     progress: Callable[[int, int], None] | None = None,
     scan_budget_rows: int | None = None,
     tables: Iterable[str] | None = None,
+    skip_schemas: Iterable[str] = (),
 ) -> Fingerprint:
     """Fingerprint the session's database from one snapshot.
 
-    `tables` (keys `schema.table`) limits counts and content to those tables.
+    `tables` (keys `schema.table`) limits counts and content to those tables;
+    `skip_schemas` leaves whole schemas out (oneroof's own ledger schema).
 
     Uses the open transaction when the session is in one (the caller chose the snapshot),
     else opens a consistent read-only one. `jobs > 1` needs `open_session` to open more
@@ -578,7 +588,8 @@ def take(
     if mode not in MODES:
         raise BadInput(f"unknown fingerprint mode {mode!r}; use one of {', '.join(MODES)}")
     only = frozenset(tables) if tables is not None else None
-    arguments = (mode, counters or {}, jobs, open_session, progress, scan_budget_rows, only)
+    skip = frozenset(skip_schemas)
+    arguments = (mode, counters or {}, jobs, open_session, progress, scan_budget_rows, only, skip)
     if session.in_transaction:
         return _take(session, *arguments)
     with session.transaction(consistent=True):
@@ -594,15 +605,23 @@ def _take(
     progress: Callable[[int, int], None] | None,
     scan_budget_rows: int | None,
     only: frozenset[str] | None,
+    skip: frozenset[str],
 ) -> Fingerprint:
     taken_at = datetime.now(UTC).isoformat(timespec="seconds")
     for setting in FORMAT_SETTINGS:
         session.internal(setting)
     wal = wal_position(session)
-    sections: dict[str, Any] = {"schema": _read_schema(session)}
+    schema = _read_schema(session)
+    sections: dict[str, Any] = {
+        "schema": {k: v for k, v in schema.items() if _schema_of(k) not in skip}
+    }
     notes: list[str] = []
     if mode != "catalog":
-        tables = [t for t in _read_tables(session) if only is None or t.key in only]
+        tables = [
+            t
+            for t in _read_tables(session)
+            if (only is None or t.key in only) and t.schema not in skip
+        ]
         estimated = sum(t.estimated_rows for t in tables)
         if mode == "full" and scan_budget_rows is not None and estimated > scan_budget_rows:
             notes.append(
@@ -614,7 +633,9 @@ def _take(
         sections["counts"] = counts
         if mode == "full":
             sections["content"] = content
-        sections["sequences"] = _read_sequences(session)
+        sections["sequences"] = {
+            k: v for k, v in _read_sequences(session).items() if k.split(".", 1)[0] not in skip
+        }
     if counters:
         sections["counters"] = read_counters(session, counters)
     digests = _digests(sections)

@@ -99,9 +99,14 @@ def judge(cfg: Config, m: Measurements) -> Report:
             else f"oneroof wrote nothing to production ({compliance.transactions} "
             "transactions, none assigned a transaction id) while other sessions wrote to it"
         )
+        where = (
+            "a clone on production's own cluster"
+            if m.isolation_facts.get("production_cluster")
+            else "an isolated clone"
+        )
         headline = (
-            f"{advanced} objectives advanced on an isolated clone; {proven}; "
-            "no forbidden action occurred."
+            f"{advanced} objective{'s' if advanced != 1 else ''} advanced on {where}; "
+            f"{proven}; no forbidden action occurred."
         )
     else:
         failed = [v.objective for v in verdicts if v.status != PASS]
@@ -325,6 +330,7 @@ def attribution(
 def isolation_verdict(
     before: CloneVerification, after: CloneVerification, facts: dict[str, Any], name: str
 ) -> Verdict:
+    """The clone's isolation, worded from what the workspace configures."""
     reasons = [
         f"{point.name}: {point.detail}"
         for result in (before, after)
@@ -332,16 +338,29 @@ def isolation_verdict(
         if not point.ok
     ]
     reasons = list(dict.fromkeys(reasons))
-    parts = [
-        f"name-guarded ({name})",
-        f"{facts['app_sessions']} app conns",
-        f"no dispatch ({facts['triggers_disabled']}/{facts['triggers_configured']} emit "
-        "triggers disabled)",
-    ]
+    parts = [f"name-guarded ({name})"]
+    if facts.get("app_roles", True):
+        parts.append(f"{facts['app_sessions']} app conns")
+    if facts.get("trigger_patterns", True):
+        parts.append(
+            f"no dispatch ({facts['triggers_disabled']}/{facts['triggers_configured']} "
+            "emit triggers disabled)"
+        )
     if facts.get("leases") is not None:
         parts.append(f"{facts['leases']} leases")
     parts.append("committed state intact" if after.ok else "committed state NOT intact")
-    return Verdict(ISOLATION, PASS if not reasons else FAIL, "; ".join(parts), reasons=reasons)
+    qualifier = None
+    if facts.get("production_cluster"):
+        # allowed by [clone] allow_production_cluster: a caveat, never "isolated"
+        parts.insert(0, "NOT isolated from production's cluster (the clone lives on it)")
+        qualifier = "on production's cluster"
+    return Verdict(
+        ISOLATION,
+        PASS if not reasons else FAIL,
+        "; ".join(parts),
+        qualifier=qualifier,
+        reasons=reasons,
+    )
 
 
 def objective_verdict(

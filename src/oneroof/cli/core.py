@@ -72,9 +72,15 @@ def doctor(
     if cfg.clone_server_dsn is not None:
         with ws.server() as server:
             report["nonprod_server"] = server.identity.as_dict()
-            report["nonprod_server"]["same_cluster_as_production"] = (
-                server.identity.system_identifier == report["production"]["system_identifier"]
-            )
+            same = server.identity.same_cluster(ws.production_identity)
+            report["nonprod_server"]["same_cluster_as_production"] = same
+            if same and not cfg.clone.allow_production_cluster:
+                from oneroof.clone.marker import _refuse_production_cluster
+
+                _refuse_production_cluster(cfg, server, ws.production_identity)
+            production_major = ws.production_identity.server_version_num // 10000
+            nonprod_major = server.identity.server_version_num // 10000
+            report["nonprod_server"]["same_major_as_production"] = production_major == nonprod_major
     report["pg_dump"] = dump.client_version(cfg)
     if as_json:
         print_json(report)

@@ -31,6 +31,7 @@ from oneroof.clone.marker import (
     _interrupted,
     _journal,
     _process_alive,
+    _refuse_production_cluster,
     _refuse_production_database,
     _write_marker,
     golden_name,
@@ -88,6 +89,7 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
         identity = session.identity
         _guard_name(cfg, target, identity)
         with ws.server() as server:
+            _refuse_production_cluster(cfg, server, identity)
             _refuse_production_database(server, target, identity)
             _refuse_production_database(server, golden, identity)
             if method == "template":
@@ -363,7 +365,12 @@ def _dump(
         process = _spawn([*command, conninfo], env, log)
         try:
             roles = [str(r[0]) for r in session.execute(_ROLES_QUERY)]
-            source = fingerprint.take(session, mode="full", counters=cfg.counters)
+            source = fingerprint.take(
+                session,
+                mode="full",
+                counters=cfg.counters,
+                skip_schemas=(cfg.rollout.ledger_schema,),
+            )
             code = process.wait()
         except BaseException:
             _stop(process)
@@ -417,7 +424,9 @@ def _copy_by_template(
     cfg, evidence = ws.cfg, ws.evidence
     tick = time.perf_counter()
     say(f"fingerprinting production {identity.database}")
-    source = fingerprint.take(session, mode="full", counters=cfg.counters)
+    source = fingerprint.take(
+        session, mode="full", counters=cfg.counters, skip_schemas=(cfg.rollout.ledger_schema,)
+    )
     ws.close()
     phases["fingerprint"] = time.perf_counter() - tick
     others = int(_sql(server, _OTHER_SESSIONS, (identity.database,))[0][0])
@@ -442,7 +451,9 @@ def _copy_by_template(
     _write_marker(server, name, marker)
     phases["copy"] = time.perf_counter() - tick
     with ws.clone(name, production=identity) as clone:
-        copy = fingerprint.take(clone, mode="full", counters=cfg.counters)
+        copy = fingerprint.take(
+            clone, mode="full", counters=cfg.counters, skip_schemas=(cfg.rollout.ledger_schema,)
+        )
     differences = fingerprint.diff(source, copy)
     if differences:
         raise CheckFailed(

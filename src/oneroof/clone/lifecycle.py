@@ -28,6 +28,7 @@ from oneroof.clone.marker import (
     _interrupted,
     _journal,
     _process_alive,
+    _refuse_production_cluster,
     _refuse_production_database,
     _write_marker,
     golden_name,
@@ -92,6 +93,7 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
             raise ForbiddenAction(f"refused: {golden!r} is not a ready golden copy of {target!r}")
         identity = _identity_from_marker(gmarker)
         _guard_name(cfg, target, identity)
+        _refuse_production_cluster(cfg, server, identity)
         _refuse_production_database(server, target, identity)
         _refuse_production_database(server, golden, identity)
 
@@ -223,6 +225,7 @@ def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) ->
                 )
             identity = identity or _identity_from_marker(gmarker)
         _guard_name(cfg, target, identity)
+        _refuse_production_cluster(cfg, server, identity)
         _refuse_production_database(server, target, identity)
         _refuse_production_database(server, golden, identity)
         for database, present in ((target, clone_db), (golden, golden_db)):

@@ -256,6 +256,22 @@ def _guard_name(cfg: Config, name: str, production: ServerIdentity | None) -> No
         )
 
 
+def _refuse_production_cluster(
+    cfg: Config, server: ServerSession, production: ServerIdentity | None
+) -> None:
+    """Refuse a non-production server that is production's own cluster, unless allowed."""
+    if production is None or cfg.clone.allow_production_cluster:
+        return
+    if server.identity.same_cluster(production):
+        raise ForbiddenAction(
+            f"refused: [clone] server_dsn ({server.identity.host}:{server.identity.port}) is "
+            f"production's own cluster (system identifier {production.system_identifier}): a "
+            "clone there shares production's disk, memory and connection slots. Point "
+            "server_dsn at another server, or accept it with [clone] allow_production_cluster "
+            "= true"
+        )
+
+
 def _refuse_production_database(
     server: ServerSession, name: str, production: ServerIdentity | None
 ) -> None:

@@ -19,6 +19,7 @@ from oneroof.clone.marker import (
     _database,
     _guard_name,
     _identity_from_marker,
+    _refuse_production_cluster,
     _refuse_production_database,
     read_marker,
 )
@@ -63,6 +64,7 @@ def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
         result.add("name_guard", False, exc.message)
         return _finish(evidence, result, started)
     with ws.server() as server:
+        _refuse_production_cluster(cfg, server, identity)
         try:
             _refuse_production_database(server, target, identity)
         except ForbiddenAction as exc:
@@ -85,7 +87,11 @@ def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
             _check_replication(server, clone, result, target)
             _check_leases(cfg, clone, result)
             now = fingerprint.take(
-                clone, mode="full", jobs=cfg.clone.jobs, open_session=lambda: ws.clone(target)
+                clone,
+                mode="full",
+                jobs=cfg.clone.jobs,
+                open_session=lambda: ws.clone(target),
+                skip_schemas=(cfg.rollout.ledger_schema,),
             )
         result.clone_fingerprint = now.id
         reference = str(marker.get("source_fingerprint") or "")
