@@ -40,6 +40,73 @@ objects = "select count(*) from core.objects"
 """
 
 
+# What real schemas have: domains, enums, generated columns, triggers, a table without a
+# primary key, a partitioned table with sub-partitions, views, a materialized view left
+# stale on purpose (production's no longer matches its query). Every major from 13 runs it.
+REAL_SCHEMA = """
+create domain year as integer check (value >= 1901 and value <= 2155);
+create type mpaa_rating as enum ('G', 'PG', 'PG-13', 'R', 'NC-17');
+create table film (
+    film_id serial primary key,
+    title text not null,
+    release_year year,
+    rating mpaa_rating default 'G',
+    title_upper text generated always as (upper(title)) stored,
+    last_update timestamptz not null default now(),
+    check (film_id > 0)
+);
+create function touch() returns trigger language plpgsql as
+    $$ begin new.last_update := now(); return new; end $$;
+create trigger film_touch before update on film for each row
+    when (old.title is distinct from new.title) execute function touch();
+create table audit_log (at timestamptz default now(), note text not null);
+create table payment (id bigserial, amount numeric(6, 2), paid_on date not null)
+    partition by range (paid_on);
+create table payment_2022 partition of payment
+    for values from ('2022-01-01') to ('2023-01-01') partition by range (paid_on);
+create table payment_2022_h1 partition of payment_2022
+    for values from ('2022-01-01') to ('2022-07-01');
+create table payment_2022_h2 partition of payment_2022
+    for values from ('2022-07-01') to ('2023-01-01');
+create index film_title on film (lower(title)) where release_year > 2000;
+insert into film (title, release_year, rating)
+    select 'film ' || g, 2000 + g % 20, 'PG' from generate_series(1, 40) g;
+insert into audit_log (note) select 'n' || g from generate_series(1, 25) g;
+insert into payment (amount, paid_on)
+    select g, date '2022-01-01' + g from generate_series(1, 300) g;
+-- views whose text 16 and later deparse without the qualification 13 to 15 print
+create view recent as select f.film_id, f.title from film f where f.release_year > 2010
+    order by f.film_id;
+create view per_year as select f.release_year, count(*) as n from film f
+    group by f.release_year having count(*) > 1;
+create view paid as select f.title, p.amount from film f join payment p on p.id = f.film_id;
+create view outer_ref as select f.film_id,
+    (select max(p.amount) from payment p where p.id = f.film_id) as top from film f
+    where f.film_id in (select p.id from payment p);
+create materialized view rating_counts as select rating, count(*) as n from film group by 1;
+insert into film (title, release_year, rating) values ('late', 2001, 'R');
+"""
+
+
+def workspace_toml(clone: str, *, clone_extra: str = "", rest: str = "") -> str:
+    """A workspace on the test servers (the env DSNs make_workspace sets) for one clone."""
+    return f"""\
+[production]
+dsn = "env:ONEROOF_TEST_PROD_DSN"
+apply_dsn = "env:ONEROOF_TEST_APPLY_DSN"
+statement_timeout = "20s"
+[clone]
+server_dsn = "env:ONEROOF_TEST_NONPROD_DSN"
+name = "{clone}"
+{clone_extra}
+[guard]
+clone_name_pattern = "^[a-z0-9_]+_(clone|nonprod)$"
+[counters]
+films = "select count(*) from public.film"
+{rest}
+"""
+
+
 def generator() -> ModuleType:
     """The One-Roof data generator, loaded the way the demo loads it."""
     return load_generator(EXAMPLE)

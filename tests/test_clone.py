@@ -583,3 +583,51 @@ def test_a_non_production_server_that_is_production_is_refused(
         assert code == 3, (command, err)
         assert "production's own cluster" in err and "allow_production_cluster" in err
     assert databases(prod_server) == before
+
+
+def test_sql_on_the_clone_rolls_back_unless_commit(
+    workspace: Any, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = workspace.config()
+    clone.create(Ws(cfg, workspace.evidence()))
+    base = ["--workspace", str(workspace.path), "sql", "clone"]
+    update = "update core.objects set name = name || '!' where id <= 3"
+
+    code, _, err = run_cli([*base, update], capsys)
+    assert code == 0
+    assert "UPDATE 3: rolled back, 3 row(s) changed and none kept" in " ".join(err.split())
+    assert clone.verify(Ws(cfg, workspace.evidence())).ok  # nothing was kept
+
+    # a write hidden behind a SELECT is seen from the transaction id, and rolled back too
+    hidden = "with w as (update core.objects set name = 'x' returning 1) select count(*) from w"
+    code, out, _ = run_cli([*base, "--json", hidden], capsys)
+    document = json.loads(out)
+    assert code == 0 and document["wrote"] is True and document["committed"] is False
+    code, out, _ = run_cli([*base, "--json", "select count(*) from core.objects"], capsys)
+    assert json.loads(out)["wrote"] is False
+
+    # a rolled-back insert still moves the identity's sequence: said, not hidden
+    insert = "insert into ops.job_leases values ('job:x', 'me', now())"
+    code, _, err = run_cli([*base, insert], capsys)
+    assert code == 0 and "rolled back" in err and "never rolls a sequence back" not in err
+    code, out, _ = run_cli([*base, "--json", "select nextval('core.objects_id_seq')"], capsys)
+    assert json.loads(out)["sequences_advanced"] == ["core.objects_id_seq"]
+    assert "never rolls a sequence back" in json.loads(out)["summary"]
+    clone.reset(Ws(cfg, workspace.evidence()))
+
+    code, _, err = run_cli([*base, "vacuum core.objects"], capsys)
+    assert code == 2 and "cannot be rolled back" in err and "--commit" in err
+
+    code, _, err = run_cli([*base, "--commit", update], capsys)
+    text = " ".join(err.split())
+    assert code == 0 and "committed, 3 row(s) changed" in text
+    assert "differs from its golden copy" in text and "oneroof clone reset" in text
+    assert not clone.verify(Ws(cfg, workspace.evidence())).ok
+    recorded = workspace.evidence().records("clone_sql")
+    assert recorded and recorded[-1].sql == update and recorded[-1].payload["rowcount"] == 3
+    clone.reset(Ws(cfg, workspace.evidence()))
+    assert clone.verify(Ws(cfg, workspace.evidence())).ok
+
+    production = ["--workspace", str(workspace.path), "sql", "production", "--commit", "select 1"]
+    code, _, err = run_cli(production, capsys)
+    assert code == 2 and "production is only read" in err

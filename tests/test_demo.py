@@ -42,7 +42,7 @@ def test_demo_with_defaults_reproduces_the_seed(server_dir) -> None:
     assert rollout_headline.startswith("4 gated SQL artifacts")
     assert "core.ownership +210" in rollout_headline and "core.ownership ~210" in rollout_headline
     seed = row(final, "Production ownership seed")
-    assert seed.status == report.NO_GO and seed.values == {"ospa": 0}
+    assert seed.status == report.NO_GO and seed.values == {"ospa": 0, "approved": False}
     assert row(final, "Clone regression suite (re-run anytime)").status == report.GO
     assert final.compliance.percent == 100
     assert final.compliance.forbidden_executed == 0
@@ -63,6 +63,10 @@ def test_other_parameters_and_ratification(server_dir) -> None:
     # the humans signed, the gate opened, the auto-executable set ran unattended
     assert result.applied is not None and result.applied.ok
     assert row(after, "Production ownership seed").status == report.GO
+    assert row(after, "Production ownership seed").values == {"ospa": 3, "approved": True}
+    # the humans signed with their own keys: one approval file each (2 L2, the L4 President)
+    assert len(list((result.workspace / "rollout").glob("*/approvals/*.json"))) == 3
+    assert "approved digest" in verdict(after, "F ").headline
     assert after.facts["counter gap"] == 0
     assert after.facts["counter owned"] == 500
     assert "applied on production 4/4 (ledger)" in verdict(after, "F ").headline
@@ -97,7 +101,7 @@ def test_a_broken_clone_turns_the_verdicts_to_fail(server_dir) -> None:
         assert regression.status == report.FAIL
         assert any("always_fails" in reason for reason in regression.reasons)
         assert "always_fails" in report.to_markdown(again)
-        stale = [n for n in again.notes if n.startswith("The clone was copied from")]
-        assert stale and "core.objects" in stale[0], again.notes
+        stale = [n for n in again.notes if n.startswith("Since the clone's source")]
+        assert stale and "core.objects (rows changed)" in stale[0], again.notes
     finally:
         demo.stop(directory)

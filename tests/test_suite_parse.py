@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import textwrap
 from pathlib import Path
 
@@ -388,6 +389,21 @@ def test_not_applicable_neither_passes_nor_fails() -> None:
     assert "1 not applicable to production" in result.summary()
 
 
+def test_a_run_that_checked_nothing_is_not_a_pass() -> None:
+    only_skipped = suite.FileResult(
+        "a.sql",
+        "00",
+        suite.SCENARIO,
+        "s",
+        [suite.ItemResult("a.sql", "assert", "x", 1, suite.Status.NOT_APPLICABLE)],
+    )
+    for files in ([only_skipped], [], [suite.FileResult("e.sql", "00", suite.CHECKS, None, [])]):
+        result = suite.RunResult("production", None, "prod", files, None, "now")
+        assert result.nothing_checked and not result.ok and result.verdict == "failed"
+        assert result.summary().startswith("nothing was checked")
+        assert result.to_dict()["nothing_checked"] is True
+
+
 def test_junit_and_tap_carry_the_same_statuses() -> None:
     result = _sample_result()
     expected = [str(i.status) for i in result.items]
@@ -409,7 +425,8 @@ NAMES = (
         max_size=30,
     )
     .map(lambda s: s.strip())
-    .filter(lambda s: bool(s) and " --" not in s)
+    # `--` at the start or after white space begins the directive's trailing comment
+    .filter(lambda s: bool(s) and re.search(r"(^|\s)--", s) is None)
 )
 EXPECTS = st.sampled_from(
     ["empty", "true", "rows=0", "rows=12", "value=1", "value='x y'", "error", "error=23505"]

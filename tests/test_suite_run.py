@@ -393,6 +393,28 @@ def table_statuses(text: str) -> dict[str, str]:
     return statuses
 
 
+def test_a_production_run_of_writing_scenarios_only_exits_1_nothing_checked(
+    workspace: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writing = write(
+        tmp_path,
+        "writes.sql",
+        """\
+        -- scenario: writes
+        -- step: write
+        update canary set note = 'x';
+        -- assert: after
+        -- expect: value=1
+        select count(*) from canary where note = 'x';
+        """,
+    )
+    args = ["--workspace", str(workspace.path), "check", "--target", "production", str(writing)]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 1
+    assert "nothing was checked" in stdout
+    assert "not checked" in stdout and "writes.sql:" in stdout and "UPDATE writes rows" in stdout
+
+
 def test_terminal_json_junit_and_tap_agree(
     workspace: Any,
     clone: str,

@@ -15,6 +15,7 @@ import pytest
 
 from oneroof import config, rollout, verdicts
 from oneroof.clone import CloneVerification
+from oneroof.clone.freshness import CloneRefresh, refresh_reasons
 from oneroof.evidence import Record
 from oneroof.fingerprint import Fingerprint, fingerprint_id
 from oneroof.measurements import Measurements
@@ -190,6 +191,7 @@ def measurements(cfg: config.Config, **changes: Any) -> Measurements:
         gate_values={"ospa": 0, "clone_verified": True},
         clone_source=entry,
         clone_source_error=None,
+        clone_refresh=CloneRefresh("auto"),
         audit=[
             record("sent", "read"),
             proof(),
@@ -380,11 +382,50 @@ def test_a_privileged_role_and_trust_are_stated(cfg: config.Config) -> None:
     assert any("function app.f" in n for n in report.notes)
 
 
-def test_a_clone_of_an_older_production_is_noted(cfg: config.Config) -> None:
-    report = verdicts.judge(cfg, measurements(cfg, clone_source=fp({"core.ownership": 3})))
-    assert any("The clone was copied from production fingerprint" in n for n in report.notes)
+def test_rows_applications_changed_since_the_clone_are_reported_not_refused(
+    cfg: config.Config,
+) -> None:
+    older = dataclasses.replace(fp({"core.ownership": 3}), taken_at="2026-11-30T21:00:00+00:00")
+    report = verdicts.judge(cfg, measurements(cfg, clone_source=older))
+    drift = [n for n in report.notes if "applications changed 1 table(s)" in n]
+    assert drift and "core.ownership (3 → 7 rows)" in drift[0] and "3h ago" in drift[0]
+    assert report.final_status == verdicts.judge(cfg, measurements(cfg)).final_status
     unreadable = measurements(cfg, clone_source=None, clone_source_error="gone")
     assert any("cannot be read (gone)" in n for n in verdicts.judge(cfg, unreadable).notes)
+
+
+@pytest.mark.parametrize(
+    ("source", "applied", "age", "max_age", "expected"),
+    [
+        (fp(), [], 60.0, None, []),
+        (fp({"core.ownership": 1}), [], 60.0, 3600.0, []),  # rows alone: never a reason
+        (schema_changed(), [], 60.0, None, ["production's schema changed since its source"]),
+        (fp(), ["F/F_01"], 60.0, None, ["1 gated apply(s) changed production since (F/F_01)"]),
+        (fp(), [], 90000.0, 86400.0, ["its source is 25h old, older than [clone] max_age (24h)"]),
+        (None, [], None, None, ["its source fingerprint is not in this workspace's evidence"]),
+    ],
+)
+def test_what_makes_a_clone_out_of_date(
+    source: Fingerprint | None,
+    applied: list[str],
+    age: float | None,
+    max_age: float | None,
+    expected: list[str],
+) -> None:
+    reasons = refresh_reasons(source, fp(), applied, age, max_age)
+    assert len(reasons) == len(expected)
+    for reason, start in zip(reasons, expected, strict=True):
+        assert reason.startswith(start), reason
+
+
+def test_a_remade_or_kept_stale_clone_is_said_in_the_report(cfg: config.Config) -> None:
+    remade = CloneRefresh("auto", ["1 gated apply(s) changed production since (F/F_01)"], True)
+    notes = verdicts.judge(cfg, measurements(cfg, clone_refresh=remade)).notes
+    assert any(n.startswith("The clone was re-made from production for this run") for n in notes)
+    kept = CloneRefresh("never", ["production's schema changed since its source (x)"])
+    notes = verdicts.judge(cfg, measurements(cfg, clone_refresh=kept)).notes
+    assert any("[clone] refresh = 'never'" in n for n in notes)
+    assert not any("re-made" in n for n in verdicts.judge(cfg, measurements(cfg)).notes)
 
 
 def test_judge_reads_nothing_but_its_arguments(cfg: config.Config, tmp_path: Path) -> None:

@@ -7,8 +7,11 @@ responsibility owner, so ``select count(*) from core.v_ownership_gap`` equals ``
 Production is generated in its pre-ratification state: no approvals (``ospa = 0``), every
 event type inactive, an empty outbox, no job leases and the dispatcher disabled.
 
-``ratify(conn)`` plays the humans: it records the L2 quorum and the L4 President's
-signature on APR-BOOT-AUTHMODEL-1, after which ``ospa >= 1``.
+``ratify(conn, signatures)`` plays the humans: it records the L2 quorum and the L4
+President's signature on APR-BOOT-AUTHMODEL-1, after which ``ospa >= 1``; ``signatures``
+are the Ed25519 signatures those humans made over the F plan (``oneroof demo --ratify``
+makes their keys and signs with ``oneroof approve``); without them a stand-in token is
+recorded, and the gate's ``approved`` stays closed until the plan itself is signed.
 
 Both functions accept a psycopg 3 connection in autocommit mode or not.  Each does its work
 inside ``conn.transaction()``: with no transaction open (always the case in autocommit
@@ -28,8 +31,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -388,16 +392,41 @@ def _figures(cur: psycopg.Cursor[Any], seed: int) -> dict[str, Any]:
 
 
 def _signature(payload_sha256: str, proposal_code: str, actor_id: int, level: str) -> str:
+    """The stand-in token recorded when no key signed: a SHA-256, not a signature."""
     message = f"{proposal_code}:{payload_sha256}:{actor_id}:{level}"
     return hashlib.sha256(message.encode("utf-8")).hexdigest()
 
 
-def ratify(conn: psycopg.Connection[Any]) -> None:
+def signers(conn: psycopg.Connection[Any]) -> list[tuple[int, str, str]]:
+    """The humans who ratify APR-BOOT-AUTHMODEL-1: the ``L2_QUORUM`` active L2 actors with the
+    lowest ids and the single active L4 President, as (id, name, level)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select id, name, level from core.actors where level = 'L2' and active"
+            " order by id limit %s",
+            (L2_QUORUM,),
+        )
+        l2 = [(int(i), str(n), str(v)) for i, n, v in cur.fetchall()]
+        if len(l2) < L2_QUORUM:
+            raise ValueError(f"an L2 quorum needs {L2_QUORUM} active L2 actors, found {len(l2)}")
+        cur.execute(
+            "select id, name, level from core.actors where level = 'L4' and active order by id"
+        )
+        l4 = [(int(i), str(n), str(v)) for i, n, v in cur.fetchall()]
+    if len(l4) != 1:
+        raise ValueError(f"expected exactly one active L4 President, found {len(l4)}")
+    return [*l2, *l4]
+
+
+def ratify(conn: psycopg.Connection[Any], signatures: Mapping[int, str] | None = None) -> None:
     """Record the L2 quorum and the L4 President's signature on APR-BOOT-AUTHMODEL-1.
 
-    The signers are the ``L2_QUORUM`` active L2 actors with the lowest ids and the single
-    active L4 actor.  Idempotent: signing twice records nothing new.  The proposal's own
-    status is left as it is; the approvals are the record of the human decision.
+    ``signatures`` maps each signer's actor id (see ``signers``) to the hex of the Ed25519
+    signature that human made over the F plan's approval statement (`oneroof approve`; the
+    demo's ``--ratify`` passes them): those values are recorded, replacing earlier ones.
+    Without it, each row gets a SHA-256 stand-in token and no key signed anything.
+    Idempotent. The proposal's own status is left as it is; the approvals are the record of
+    the human decision.
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select payload_sha256 from gov.os_proposals where code = %s", (BOOT_PROPOSAL,))
@@ -405,28 +434,36 @@ def ratify(conn: psycopg.Connection[Any]) -> None:
         if row is None:
             raise ValueError(f"proposal {BOOT_PROPOSAL} does not exist")
         payload_sha256 = row[0]
-        cur.execute(
-            "select id, level from core.actors where level = 'L2' and active order by id limit %s",
-            (L2_QUORUM,),
-        )
-        l2 = cur.fetchall()
-        if len(l2) < L2_QUORUM:
-            raise ValueError(f"an L2 quorum needs {L2_QUORUM} active L2 actors, found {len(l2)}")
-        cur.execute("select id, level from core.actors where level = 'L4' and active order by id")
-        l4 = cur.fetchall()
-        if len(l4) != 1:
-            raise ValueError(f"expected exactly one active L4 President, found {len(l4)}")
+        quorum = signers(conn)
+        if signatures is None:
+            cur.executemany(
+                "insert into gov.os_proposal_approvals (proposal_code, actor_id, level, "
+                "signature) values (%s, %s, %s, %s) on conflict (proposal_code, actor_id) "
+                "do nothing",
+                [
+                    (
+                        BOOT_PROPOSAL,
+                        actor_id,
+                        level,
+                        _signature(payload_sha256, BOOT_PROPOSAL, actor_id, level),
+                    )
+                    for actor_id, _name, level in quorum
+                ],
+            )
+            return
+        missing = [f"{name} (actor {i})" for i, name, _level in quorum if i not in signatures]
+        if missing:
+            raise ValueError(f"no signature of {', '.join(missing)}")
+        for actor_id, value in signatures.items():
+            if not re.fullmatch(r"[0-9a-f]{128}", value):
+                raise ValueError(f"actor {actor_id}: not the hex of an Ed25519 signature")
         cur.executemany(
             "insert into gov.os_proposal_approvals (proposal_code, actor_id, level, signature) "
-            "values (%s, %s, %s, %s) on conflict (proposal_code, actor_id) do nothing",
+            "values (%s, %s, %s, %s) on conflict (proposal_code, actor_id) "
+            "do update set signature = excluded.signature, signed_at = now()",
             [
-                (
-                    BOOT_PROPOSAL,
-                    actor_id,
-                    level,
-                    _signature(payload_sha256, BOOT_PROPOSAL, actor_id, level),
-                )
-                for actor_id, level in [*l2, *l4]
+                (BOOT_PROPOSAL, actor_id, level, signatures[actor_id])
+                for actor_id, _n, level in quorum
             ],
         )
 

@@ -83,7 +83,9 @@ create table gov.os_proposal_approvals (
     proposal_code  text        not null references gov.os_proposals (code),
     actor_id       bigint      not null references core.actors (id),
     level          text        not null check (level in ('L1', 'L2', 'L3', 'L4')),
-    signature      text        not null check (signature ~ '^[0-9a-f]{64}$'),
+    -- an Ed25519 signature (128 hex digits: oneroof approve over the plan's statement), or
+    -- the 64-hex stand-in token generate.py records when no key signed
+    signature      text        not null check (signature ~ '^([0-9a-f]{64}|[0-9a-f]{128})$'),
     signed_at      timestamptz not null default now(),
     primary key (proposal_code, actor_id)
 );

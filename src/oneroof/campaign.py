@@ -15,12 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from oneroof import clone, connect, fingerprint, gates, roles, rollout, suite, verdicts
+from oneroof import approvals, clone, connect, fingerprint, gates, roles, rollout, suite, verdicts
+from oneroof.clone import freshness
+from oneroof.clone.marker import major_mismatch
 from oneroof.config import Config, Objective
 from oneroof.errors import NotFound, OneroofError
 from oneroof.evidence import Evidence
 from oneroof.measurements import Measurements
 from oneroof.report import PASS, Report, write_all
+from oneroof.sqltext import age_seconds
 from oneroof.workspace import Workspace
 
 Step = Callable[[str], None]
@@ -58,6 +61,27 @@ def _ready_clone(ws: Workspace, name: str) -> clone.CloneEntry | None:
     return None
 
 
+def _refresh_reasons(ws: Workspace, name: str) -> list[str]:
+    """Why the ready clone no longer stands for production (empty: it does).
+
+    Reads production's catalog (not its rows) and both ledgers: an artifact production's
+    ledger records and the clone's copy of it does not was applied after the copy.
+    """
+    cfg = ws.cfg
+    try:
+        source: fingerprint.Fingerprint | None = clone.source_fingerprint(ws, name)
+    except OneroofError:
+        source = None
+    with ws.production() as session:
+        schema_now = fingerprint.take(session, mode="catalog", **fingerprint.scope(cfg))
+        on_production = rollout.applied_artifacts(session, schema=cfg.rollout.ledger_schema)
+    with ws.clone(name) as session:
+        on_clone = rollout.applied_artifacts(session, schema=cfg.rollout.ledger_schema)
+    max_age = age_seconds(cfg.clone.max_age) if cfg.clone.max_age else None
+    age = freshness.source_age(source, datetime.now(UTC)) if source is not None else None
+    return freshness.refresh_reasons(source, schema_now, on_production - on_clone, age, max_age)
+
+
 def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
     """Measured on the clone: app-role sessions, disabled triggers, leases."""
     cfg = ws.cfg
@@ -78,6 +102,7 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
             leases = session.scalar(cfg.counters[cfg.isolation.leases_counter])
     with ws.server() as server:
         production_cluster = server.identity.same_cluster(ws.production_identity)
+        other_major = major_mismatch(server.identity, ws.production_identity)
     return {
         "app_sessions": int(app_sessions[0]) if app_sessions else 0,
         "app_roles": list(cfg.guard.app_roles),
@@ -86,6 +111,7 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
         "trigger_patterns": list(cfg.isolation.disable_triggers),
         "leases": leases,
         "production_cluster": production_cluster,
+        "major_mismatch": other_major,
     }
 
 
@@ -127,6 +153,13 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
 
     activity_entry = _activity(ws)
     created = False
+    refresh = freshness.CloneRefresh(cfg.clone.refresh)
+    if _ready_clone(ws, name) is not None:
+        refresh.reasons = _refresh_reasons(ws, name)
+        if refresh.reasons and cfg.clone.refresh == "auto":
+            say(f"clone {name} is out of date: {'; '.join(refresh.reasons)}: re-making it")
+            clone.drop(ws, name, step=lambda message: say(f"  {message}"))
+            refresh.remade = True
     if _ready_clone(ws, name) is None:
         # on a live production the clone must come from the entry fingerprint's own snapshot
         say(f"clone {name}: create from one snapshot of production (the entry fingerprint)")
@@ -141,7 +174,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
                 mode="full",
                 counters=cfg.counters,
                 scan_budget_rows=cfg.production.scan_budget_rows,
-                skip_schemas=(cfg.rollout.ledger_schema,),
+                **fingerprint.scope(cfg),
             )
     fingerprint.save(evidence, entry, label="entry")
     with ws.production() as session:
@@ -187,7 +220,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
             mode=entry.mode,
             counters=cfg.counters,
             scan_budget_rows=cfg.production.scan_budget_rows,
-            skip_schemas=(cfg.rollout.ledger_schema,),
+            **fingerprint.scope(cfg),
         )
     fingerprint.save(evidence, exit_fp, label="exit")
     activity_exit = _activity(ws)
@@ -222,6 +255,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
         gate_values=gate_values,
         clone_source=source,
         clone_source_error=source_error,
+        clone_refresh=refresh,
         audit=audit,
         activity_entry=activity_entry,
         activity_exit=activity_exit,
@@ -239,8 +273,10 @@ def _gate_values(ws: Workspace, *, clone_verified: bool) -> dict[str, Any]:
     """The values every target gate needs, read from production in one snapshot."""
     parsed = gates.target_gates(ws.cfg)
     names = {name for _, gate in parsed for name in gate.names}
+    builtins = {"clone_verified": clone_verified}
+    if approvals.BUILTIN in names:
+        builtins[approvals.BUILTIN] = approvals.targets_approved(ws)
     with ws.production() as session:
-        builtins = {"clone_verified": clone_verified}
         return gates.read_values(session, ws.cfg, names, builtins=builtins)
 
 

@@ -824,7 +824,7 @@ from pg_catalog.pg_operator o join pg_catalog.pg_namespace n on n.oid = o.oprnam
 # taint is their relation's.
 _QUERY_TYPES = f"""select t.oid::int8, n.nspname::text, t.typname::text, t.typtype::text,
     array[t.typinput, t.typoutput, t.typreceive, t.typsend,
-        t.typsubscript]::pg_catalog.oid[]::int8[],
+        {{subscript}}]::pg_catalog.oid[]::int8[],
     t.typbasetype::int8, t.typelem::int8, t.typrelid::int8,
     coalesce(r.rngsubtype, 0)::int8,
     array[coalesce(r.rngcanonical, 0), coalesce(r.rngsubdiff, 0)]::pg_catalog.oid[]::int8[],
@@ -913,9 +913,11 @@ from pg_catalog.pg_conversion c where c.oid >= {FIRST_NORMAL_OID}"""
 
 
 def query_types(server_version_num: int) -> str:
-    """The types query for a server (multiranges exist from PostgreSQL 14)."""
-    multirange = _MULTIRANGE_14 if server_version_num >= 140000 else "0::int8"
-    return _QUERY_TYPES.replace("{multirange}", multirange)
+    """The types query for a server (multiranges and subscript handlers exist from 14)."""
+    since_14 = server_version_num >= 140000
+    multirange = _MULTIRANGE_14 if since_14 else "0::int8"
+    subscript = "t.typsubscript" if since_14 else "0::pg_catalog.oid"
+    return _QUERY_TYPES.replace("{multirange}", multirange).replace("{subscript}", subscript)
 
 
 def queries(server_version_num: int) -> tuple[str, ...]:

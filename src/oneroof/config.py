@@ -11,13 +11,20 @@ import contextlib
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg.conninfo
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from oneroof.errors import ConfigError
 
@@ -180,6 +187,28 @@ class CloneSettings(_Section):
         description="Accept a non-production server that is production's own cluster (needed"
         " by method = 'template'); the isolation verdict then says so",
     )
+    require_same_major: bool = Field(
+        False,
+        description="Refuse a non-production server of another PostgreSQL major version than"
+        " production's (by default it is allowed, and said)",
+    )
+    refresh: Literal["auto", "never"] = Field(
+        "auto",
+        description="auto: `run` re-makes a clone whose source is out of date (production's"
+        " schema changed, a gated apply ran, or it is older than max_age); never: it says so",
+    )
+    max_age: str | None = Field(
+        None, description='Age after which `run` re-makes the clone, e.g. "24h" (none: no limit)'
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _valid_age(cls, value: str | None) -> str | None:
+        if value is not None:
+            from oneroof.sqltext import age_seconds
+
+            age_seconds(value)
+        return value
 
 
 class GuardSettings(_Section):
@@ -216,12 +245,63 @@ class GuardSettings(_Section):
         return value
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def _quorum(value: dict[str, int]) -> dict[str, int]:
+    if not value:
+        raise ValueError("a quorum names at least one level, e.g. { L2 = 2, L4 = 1 }")
+    for level, count in value.items():
+        if not _LABEL.match(level):
+            raise ValueError(f"level {level!r}: use letters, digits, '_', '.', '-' only")
+        if count < 1:
+            raise ValueError(f"{level} = {count}: a quorum asks for at least 1 signature")
+    return value
+
+
+class ApprovalSettings(_Section):
+    required: bool | None = Field(
+        None,
+        description="Apply and watch need a quorum of signatures over the plan's digest"
+        " (default: when oneroof.toml has [[approver]] entries)",
+    )
+    quorum: dict[str, int] = Field(
+        default_factory=lambda: {"L2": 2, "L4": 1},
+        description="Signatures needed per approver level (default: { L2 = 2, L4 = 1 })",
+    )
+    plans: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="A quorum per plan folder name, instead of `quorum`"
+    )
+
+    @field_validator("quorum")
+    @classmethod
+    def _valid_quorum(cls, value: dict[str, int]) -> dict[str, int]:
+        return _quorum(value)
+
+    @field_validator("plans")
+    @classmethod
+    def _valid_plans(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for quorum in value.values():
+            _quorum(quorum)
+        return value
+
+
 class RolloutSettings(_Section):
     ledger_schema: str = Field(
         "oneroof",
         description="Schema of the ledger in production (made by the first apply, readable by"
         " the reader; left out of every fingerprint, drift and staleness comparison)",
     )
+
+    @field_validator("ledger_schema")
+    @classmethod
+    def _plain_schema(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_$]{0,62}", value) or value.startswith("pg_"):
+            raise ValueError(
+                f"{value!r} is not a plain lower-case schema name (letters, digits, _; not pg_…)"
+            )
+        return value
+
     lock_timeout: str = Field(
         "2s",
         description="Lock timeout of each artifact at apply: a blocked lock request never"
@@ -235,6 +315,7 @@ class RolloutSettings(_Section):
         description="Refuse an apply when the rows of a touched table changed since the"
         " clone's source (by default reported; the artifact's gates, deltas and stops decide)",
     )
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
 
     @field_validator("lock_timeout")
     @classmethod
@@ -245,12 +326,58 @@ class RolloutSettings(_Section):
         return value
 
 
+class FingerprintSettings(_Section):
+    matview_content: bool = Field(
+        False,
+        description="Compare the rows of materialized views too (derived data: by default only"
+        " their definition and whether they are populated)",
+    )
+
+
 class IsolationSettings(_Section):
     disable_triggers: list[str] = Field(
         default_factory=list, description="LIKE patterns of trigger names disabled on the clone"
     )
     reset_sql: list[str] = Field(default_factory=list, description="Statements run on the clone")
     leases_counter: str | None = Field(None, description="Counter that must be 0 on the clone")
+
+
+class MaskingSettings(_Section):
+    """`[masking]`: the key of the deterministic rules, and `"schema.table.column" = "RULE"`.
+
+    The rules are written directly in the section; they are checked (oneroof.masking) when a
+    command needs them, with the line of each. The key is resolved only then, never printed.
+    """
+
+    key: str | None = Field(
+        None,
+        description="Key of the deterministic masking rules: env:NAME (or a literal);"
+        " resolved only when a clone is made, never printed",
+        repr=False,
+    )
+    rules: dict[str, str] = Field(
+        default_factory=dict, description='"schema.table.column" = "RULE" (docs/masking.md)'
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_in_section(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or set(data) <= {"key", "rules"}:
+            return data  # already in shape (a `[masking.rules]` table, or a model's own dump)
+        rules: dict[str, Any] = {}
+
+        def flatten(prefix: str, value: Any) -> None:
+            # an unquoted dotted key (public.customers.email = …) arrives as nested tables
+            if isinstance(value, dict):
+                for name, inner in value.items():
+                    flatten(f"{prefix}.{name}" if prefix else str(name), inner)
+            else:
+                rules[prefix] = value
+
+        for name, value in data.items():
+            if name != "key":
+                flatten(str(name), value)
+        return {**({"key": data["key"]} if "key" in data else {}), "rules": rules}
 
 
 class ReportSettings(_Section):
@@ -277,16 +404,34 @@ class Target(_Section):
     scope: Literal["production", "clone"] = "production"
 
 
+class Approver(_Section):
+    name: str = Field(description="Who signs: names the approval files <name>-<digest8>.json")
+    level: str = Field(description="The approver's level (L1–L4 or any label) in the quorum")
+    key: str = Field(
+        description="Ed25519 public key: an `ssh-ed25519 …` line or PEM, inline or a file path"
+    )
+
+    @field_validator("name", "level")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not _LABEL.match(value):
+            raise ValueError(f"{value!r}: use letters, digits, '_', '.', '-' only (at most 64)")
+        return value
+
+
 class _Document(_Section):
     production: ProductionSettings
     clone: CloneSettings = Field(default_factory=CloneSettings)  # type: ignore[arg-type]
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)  # type: ignore[arg-type]
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)  # type: ignore[arg-type]
+    fingerprint: FingerprintSettings = Field(default_factory=FingerprintSettings)  # type: ignore[arg-type]
     report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
     counters: dict[str, str] = Field(default_factory=dict)
     objective: list[Objective] = Field(default_factory=list)
     target: list[Target] = Field(default_factory=list)
+    approver: list[Approver] = Field(default_factory=list)
+    masking: MaskingSettings = Field(default_factory=MaskingSettings)  # type: ignore[arg-type]
 
     @field_validator("counters")
     @classmethod
@@ -308,6 +453,7 @@ class Config:
     guard: GuardSettings
     isolation: IsolationSettings
     rollout: RolloutSettings
+    fingerprint: FingerprintSettings
     report: ReportSettings
     counters: dict[str, str]
     objectives: tuple[Objective, ...]
@@ -316,6 +462,8 @@ class Config:
     apply_dsn: Dsn | None
     clone_server_dsn: Dsn | None
     text: str
+    approvers: tuple[Approver, ...] = ()  # [[approver]]: oneroof.approvals reads their keys
+    masking: MaskingSettings = field(default_factory=MaskingSettings)  # type: ignore[arg-type]
 
     @property
     def state_dir(self) -> Path:
@@ -397,6 +545,13 @@ def parse(text: str, file: Path) -> Config:
         clone_dsn = Dsn(
             doc.clone.server_dsn, file, "clone.server_dsn", locate(text, ("clone", "server_dsn"))
         )
+    if doc.masking.rules and doc.clone.method == "template":
+        raise ConfigError(
+            "clone.method: 'template' copies production's rows as they are; [masking] needs"
+            " method = 'dump'",
+            file=file,
+            line=locate(text, ("clone", "method")),
+        )
     seen: set[str] = set()
     for index, objective in enumerate(doc.objective):
         if objective.id in RESERVED_OBJECTIVE_IDS:
@@ -421,6 +576,7 @@ def parse(text: str, file: Path) -> Config:
         guard=doc.guard,
         isolation=doc.isolation,
         rollout=doc.rollout,
+        fingerprint=doc.fingerprint,
         report=doc.report,
         counters=dict(doc.counters),
         objectives=tuple(doc.objective),
@@ -429,6 +585,8 @@ def parse(text: str, file: Path) -> Config:
         apply_dsn=apply_dsn,
         clone_server_dsn=clone_dsn,
         text=text,
+        approvers=tuple(doc.approver),
+        masking=doc.masking,
     )
 
 

@@ -110,11 +110,24 @@ READ_ONLY_PROOF = "SHOW default_transaction_read_only"
 WRITE_PROOF = "select pg_catalog.pg_current_xact_id_if_assigned()::text"
 # The row counters of the open transaction so far (rollout deltas). It reads the backend's
 # own pending statistics; the guard refuses its functions only because they are volatile.
+# A materialized view is derived data: REFRESH changes no table's delta (nor a fingerprint's).
 XACT_TABLE_STATS = (
     "select schemaname::text, relname::text, n_tup_ins, n_tup_upd, n_tup_del"
-    " from pg_catalog.pg_stat_xact_user_tables"
-    " where n_tup_ins + n_tup_upd + n_tup_del > 0"
+    " from pg_catalog.pg_stat_xact_user_tables s"
+    " where n_tup_ins + n_tup_upd + n_tup_del > 0 and not exists (select from"
+    " pg_catalog.pg_class c where c.oid = s.relid and c.relkind = 'm')"
 )
+# The partitioned tables above a partition, at any depth (deltas declared on a parent).
+PARTITION_ANCESTORS = (
+    "select n.nspname::text || '.' || c.relname::text from pg_catalog.pg_partition_ancestors("
+    "pg_catalog.to_regclass(%s)) a join pg_catalog.pg_class c on c.oid = a.relid"
+    " join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind = 'p'"
+)
+# The masking key travels as this statement's bound parameter, into a setting local to the
+# open transaction: COPY takes no server-side parameters, and the key must never be in the
+# text of a statement (the audit log stores statement text). The result is not the key.
+MASK_KEY_SETTING = "oneroof.mask_key"
+SET_MASK_KEY = "select pg_catalog.length(pg_catalog.set_config('oneroof.mask_key', %s, true)) > 0"
 # `oneroof doctor` sends this harmless write on purpose: PostgreSQL itself must refuse it.
 READ_ONLY_PROBE = "CREATE TEMPORARY TABLE oneroof_read_only_probe (x int)"
 _INTERNAL_EXACT = frozenset(
@@ -126,9 +139,12 @@ _INTERNAL_EXACT = frozenset(
         READ_ONLY_PROBE,
         WRITE_PROOF,
         XACT_TABLE_STATS,
+        PARTITION_ANCESTORS,
+        SET_MASK_KEY,
         COMMIT,
         ROLLBACK,
         roles.PRIVILEGES_QUERY,
+        roles.APPLIER_PRIVILEGES_QUERY,
         *catalog.all_query_shapes(),
         *FORMAT_SETTINGS,
     }
@@ -245,13 +261,15 @@ class Session:
             return [], []
         return [c.name for c in cursor.description], cursor.fetchall()
 
-    def internal(self, statement: str, **audit: Any) -> list[tuple[Any, ...]]:
+    def internal(
+        self, statement: str, params: Sequence[Any] | None = None, **audit: Any
+    ) -> list[tuple[Any, ...]]:
         """Run one of the tool's own exact statement shapes (transaction setup and the like)."""
         writer_shape = self.writer and statement in _WRITER_SHAPES
         if self.role == PRODUCTION and not (_is_internal(statement) or writer_shape):
             raise ForbiddenAction(f"not an internal statement shape: {statement!r}")
         self._audit(guard.Kind.INTERNAL, statement, "sent", **audit)
-        return self._send(statement, None, guard.Kind.INTERNAL)[1]
+        return self._send(statement, params, guard.Kind.INTERNAL)[1]
 
     def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Classify, audit and run one statement; rows returned (empty for none).
@@ -288,6 +306,34 @@ class Session:
                 f"{len(rows[0]) if rows else 0} column(s)"
             )
         return rows[0][0]
+
+    def copy_out(self, statement: str) -> Iterator[bytes]:
+        """Classify, audit and stream one `COPY (read) TO STDOUT`: its data, chunk by chunk.
+
+        COPY takes no server-side parameters: compose literals with psycopg.sql, and send a
+        secret as the bound parameter of an internal statement (`SET_MASK_KEY`) first. On
+        production a COPY outside a transaction runs in its own READ ONLY one.
+        """
+        if self.role == PRODUCTION:
+            verdict = _classify(statement, self.catalog)
+            if verdict.allowed and statement.lstrip()[:4].upper() != "COPY":
+                verdict = guard.Verdict(False, verdict.kind, "copy_out streams COPY … TO STDOUT")
+            if not verdict.allowed:
+                self._audit(verdict.kind, statement, "refused", reason=verdict.reason)
+                verdict.raise_if_refused(statement, self.role)
+            if not self._in_transaction:
+                with self.transaction():
+                    yield from self.copy_out(statement)
+                return
+            self._audit(verdict.kind, statement, "sent")
+            self._sent.append(statement)
+        try:
+            with self._conn.cursor().copy(statement) as copy:
+                for data in copy:
+                    yield bytes(data)
+        except psycopg.Error as exc:
+            self._audit("read", statement, f"error {exc.sqlstate or ''}".strip())
+            raise
 
     # -- transactions -----------------------------------------------------------------------
 

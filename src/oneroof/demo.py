@@ -2,14 +2,19 @@
 
 One embedded server plays production, the other the non-production server. The demo
 generates production with the reference generator, runs the campaign and, with `ratify`,
-plays the humans (L2 quorum + L4 President signature), lets `rollout watch` apply the
-auto-executable set unattended, re-clones, and runs the campaign again.
+plays the humans: it makes Ed25519 keys for the L2 quorum and the L4 President, names them
+as `[[approver]]`s of the demo workspace, has each sign the F plan's digest (`oneroof
+approve`) and records those signatures in production's `gov.os_proposal_approvals`; then
+`rollout watch` applies the auto-executable set unattended, the clone is re-made, and the
+campaign runs again.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -19,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from oneroof import campaign, clone, config, connect, roles, rollout
+from oneroof import approvals, campaign, clone, config, connect, roles, rollout, sshsig
 from oneroof.embedded import EmbeddedServer
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence
@@ -149,8 +154,9 @@ def run(
             result.reports.append(campaign.run(ws, step=say))
         if ratify:
             say("the humans ratify APR-BOOT-AUTHMODEL-1 (L2 quorum + L4 President signature)")
-            with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as world:
-                generator.ratify(world)
+            cfg = _ratify(
+                cfg, evidence, directory, generator, production.dsn(PRODUCTION_DATABASE), say
+            )
             plans = [o.rollout for o in cfg.objectives if o.rollout]
             with Workspace(cfg, evidence) as ws:
                 for plan_dir in plans:
@@ -172,3 +178,91 @@ def run(
             nonprod.remove()
         result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A demo human who signs: the actor, the approver name, the level and the private key."""
+
+    actor: int
+    name: str
+    level: str
+    key: Path
+
+
+def make_signers(directory: Path, actors: list[tuple[int, str, str]]) -> list[Signer]:
+    """An Ed25519 key pair per actor (id, name, level) in `directory`, OpenSSH format."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    directory.mkdir(parents=True, exist_ok=True)
+    result = []
+    for actor_id, name, level in actors:
+        approver = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] + f"-{actor_id}"
+        private = Ed25519PrivateKey.generate()
+        path = directory / approver
+        path.write_bytes(
+            private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+        public = sshsig.openssh_line(private.public_key())
+        path.with_name(f"{approver}.pub").write_text(f"{public} {approver}\n")
+        result.append(Signer(actor_id, approver, level, path))
+    return result
+
+
+def add_approvers(toml: Path, signers: list[Signer]) -> None:
+    """Append an `[[approver]]` per signer (name, level, public key file) to `toml`."""
+    lines = ["", "# appended by `oneroof demo --ratify`: the humans who sign, and their keys"]
+    for signer in signers:
+        lines += [
+            "[[approver]]",
+            f"name = {json.dumps(signer.name)}",
+            f"level = {json.dumps(signer.level)}",
+            f"key = {json.dumps(str(signer.key.with_name(signer.key.name + '.pub')))}",
+            "",
+        ]
+    toml.write_text(toml.read_text(encoding="utf-8") + "\n".join(lines), encoding="utf-8")
+
+
+def _ratify(
+    cfg: config.Config,
+    evidence: Evidence,
+    directory: Path,
+    generator: ModuleType,
+    production_dsn: str,
+    say: Callable[[str], None],
+) -> config.Config:
+    """Keys for the signers, `[[approver]]` entries, a signature of each over every plan an
+    objective names, and the approvals recorded in production with those signature values.
+    Returns the workspace's config as it now is."""
+    with connect.open_admin(production_dsn) as world:
+        actors = generator.signers(world)
+    signers = make_signers(directory / "keys", actors)
+    add_approvers(cfg.file, signers)
+    cfg = config.load(cfg.workspace)
+    signatures: dict[int, str] = {}
+    for entry in [o.rollout for o in cfg.objectives if o.rollout]:
+        plan = rollout.load_plan(cfg.workspace / str(entry), cfg)
+        if approvals.current(evidence, plan)[0] is None:
+            say(f"rollout rehearse {entry}: the humans sign a passing rehearsal")
+            with Workspace(cfg, evidence) as ws:
+                rollout.rehearse(ws, plan)
+        for signer in signers:
+            result = approvals.approve(
+                cfg,
+                evidence,
+                plan,
+                key=signer.key,
+                name=signer.name,
+                comment="ratifies APR-BOOT-AUTHMODEL-1 (oneroof demo)",
+            )
+            say(f"  {signer.name} ({signer.level}) signs {plan.name}: {result.file.name}")
+            signatures[signer.actor] = approvals.raw_signature(approvals.read_approval(result.file))
+    with connect.open_admin(production_dsn) as world:
+        generator.ratify(world, signatures=signatures)
+    return cfg

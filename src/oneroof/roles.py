@@ -69,6 +69,38 @@ where c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
             and pg_catalog.has_any_column_privilege(c.oid, p.privilege)) end
 group by p.privilege"""
 
+# The applier's check, one row per need (kind, object, privilege): whether the session's
+# user holds it; NULL when the object does not exist.
+APPLIER_PRIVILEGES_QUERY = """select n.kind, n.object, n.privilege, case n.kind
+    when 'table' then case
+        when n.schema <> '' and pg_catalog.to_regnamespace(pg_catalog.quote_ident(n.schema))
+            is null then null
+        when n.schema <> '' and not pg_catalog.has_schema_privilege(n.schema, 'USAGE')
+            then false
+        when pg_catalog.to_regclass(n.object) is null then null
+        when n.privilege = 'OWNER' then pg_catalog.pg_has_role((select c.relowner
+            from pg_catalog.pg_class c where c.oid = pg_catalog.to_regclass(n.object)), 'USAGE')
+        when n.privilege = 'SCHEMA CREATE' then pg_catalog.has_schema_privilege((select
+            c.relnamespace from pg_catalog.pg_class c
+            where c.oid = pg_catalog.to_regclass(n.object)), 'CREATE')
+        when n.privilege = 'DEFAULTS' then (select coalesce(pg_catalog.bool_and(
+                pg_catalog.has_sequence_privilege(d.refobjid, 'USAGE')), true)
+            from pg_catalog.pg_attrdef a join pg_catalog.pg_depend d
+              on d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass and d.objid = a.oid
+             and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            join pg_catalog.pg_class s on s.oid = d.refobjid and s.relkind = 'S'
+            where a.adrelid = pg_catalog.to_regclass(n.object))
+        else pg_catalog.has_table_privilege(pg_catalog.to_regclass(n.object), n.privilege) end
+    when 'schema' then case
+        when pg_catalog.to_regnamespace(pg_catalog.quote_ident(coalesce(nullif(n.object, ''),
+            pg_catalog.current_schema()))) is null then null
+        else pg_catalog.has_schema_privilege(coalesce(nullif(n.object, ''),
+            pg_catalog.current_schema()), n.privilege) end
+    else pg_catalog.has_database_privilege(pg_catalog.current_database(), n.privilege) end
+from rows from (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[]),
+    pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[]))
+    as n(kind, object, privilege, schema)"""
+
 
 @dataclass(frozen=True)
 class Excess:
@@ -123,7 +155,7 @@ class RolePrivileges:
 def excess(privileges: RolePrivileges) -> list[Excess]:
     """Every privilege the role holds beyond reading, each with its GRANT/REVOKE fix."""
     user = privileges.user
-    quoted = _ident(user)
+    quoted = quote_ident(user)
     found: list[Excess] = []
     for role, flags in sorted(privileges.attributes.items(), key=lambda kv: kv[0] != user):
         for flag in flags:
@@ -133,7 +165,7 @@ def excess(privileges: RolePrivileges) -> list[Excess]:
                 found.append(
                     Excess(
                         f"{flag} through membership in {role}",
-                        f"REVOKE {_ident(role)} FROM {quoted}",
+                        f"REVOKE {quote_ident(role)} FROM {quoted}",
                     )
                 )
     for role in privileges.memberships:
@@ -170,7 +202,8 @@ def refusal_message(privileges: RolePrivileges) -> str:
     )
 
 
-def _ident(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A name as SQL writes it: bare when PostgreSQL would read it back the same, else quoted."""
     if (
         name
         and (name[0].isalpha() or name[0] == "_")
@@ -184,18 +217,38 @@ def _ident(name: str) -> str:
 READER_ROLE = "oneroof_reader"
 
 
-def reader_sql(role: str = READER_ROLE, database: str = "app") -> str:
-    """The SQL that creates a least-privilege production reader (PostgreSQL 14 and newer).
+def reader_sql(
+    role: str = READER_ROLE,
+    database: str = "app",
+    *,
+    server_version_num: int = 140000,
+    schemas: Sequence[str] = ("public",),
+) -> str:
+    """The SQL that creates a least-privilege production reader.
 
+    From PostgreSQL 14 `pg_read_all_data` reads every table; 13 has no such role, so each of
+    `schemas` is granted instead (and the tables its owner creates later, by default).
     The same text is shown in docs/safety.md and used by the demo and the test fixtures.
     """
-    quoted = _ident(role)
-    db = _ident(database)
+    quoted = quote_ident(role)
+    db = quote_ident(database)
+    if server_version_num >= 140000:
+        reads = f"GRANT pg_read_all_data TO {quoted};\n"
+    else:
+        reads = "-- PostgreSQL 13 has no pg_read_all_data: grant each schema oneroof reads\n"
+        for schema in schemas:
+            name = quote_ident(schema)
+            reads += (
+                f"GRANT USAGE ON SCHEMA {name} TO {quoted};\n"
+                f"GRANT SELECT ON ALL TABLES IN SCHEMA {name} TO {quoted};\n"
+                f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA {name} TO {quoted};\n"
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {name} GRANT SELECT ON TABLES TO {quoted};\n"
+            )
     return (
         f"CREATE ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
         " NOBYPASSRLS;\n"
         f"GRANT CONNECT ON DATABASE {db} TO {quoted};\n"
-        f"GRANT pg_read_all_data TO {quoted};\n"
+        f"{reads}"
         f"-- then give it a password: ALTER ROLE {quoted} PASSWORD '…' (or psql's \\password)\n"
         "-- in the database itself: the cluster identity lets oneroof tell production from\n"
         "-- the non-production server\n"

@@ -79,6 +79,18 @@ def duration_ms(text: str) -> int:
     return int(milliseconds)
 
 
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|min|h|d)$", re.IGNORECASE)
+_UNITS_S = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+def age_seconds(text: str) -> float:
+    """Seconds of an age like `90min`, `24h` or `7d`; ValueError otherwise."""
+    match = _AGE.match(text.strip())
+    if not match or Decimal(match.group(1)) <= 0:
+        raise ValueError(f"not an age like 90min, 24h or 7d: {text!r}")
+    return float(Decimal(match.group(1)) * _UNITS_S[match.group(2).lower()])
+
+
 def setting_ms(text: str) -> int:
     """A duration setting as PostgreSQL reads it: a duration, or bare milliseconds."""
     value = text.strip()

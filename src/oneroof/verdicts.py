@@ -7,13 +7,16 @@ NO-GO per target, the compliance figures and the wording.
 
 from __future__ import annotations
 
+import contextlib
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oneroof import fingerprint, gates
+from oneroof.clone import freshness
 from oneroof.config import Config, Objective
 from oneroof.evidence import Record
 from oneroof.report import (
@@ -120,7 +123,12 @@ def judge(cfg: Config, m: Measurements) -> Report:
         notes.append(role_note)
     if m.trusted:
         notes.append("Trusted by [guard] beyond the built-ins: " + "; ".join(m.trusted) + ".")
+    if m.isolation_facts.get("major_mismatch"):
+        notes.append(str(m.isolation_facts["major_mismatch"]).capitalize() + ".")
     notes += list(m.entry.notes)
+    refreshed = m.clone_refresh.note()
+    if refreshed:
+        notes.append(refreshed)
     freshness = freshness_note(m.clone_source, m.clone_source_error, m.entry)
     if freshness:
         notes.append(freshness)
@@ -174,22 +182,19 @@ def role_facts(user: str, excess: Sequence[str], allowed: bool) -> tuple[str, st
 def freshness_note(
     source: fingerprint.Fingerprint | None, error: str | None, entry: fingerprint.Fingerprint
 ) -> str | None:
-    """A note when the clone was copied from another state of production than today's."""
+    """A note when the clone was copied from another state of production than today's.
+
+    Rows applications changed since are expected on a live production and said as such;
+    a changed schema is the clone refresh's to report (`CloneRefresh.note`).
+    """
     if source is None:
         if error is None:
             return None
         return f"The clone's source fingerprint cannot be read ({error}); its age is unknown."
-    differences = fingerprint.diff(source, entry, sections=["counts", "content", "schema"])
-    if not differences:
-        return None
-    tables = sorted({d.key for d in differences})
-    shown = ", ".join(tables[:5]) + (f" (+{len(tables) - 5} more)" if len(tables) > 5 else "")
-    return (
-        f"The clone was copied from production fingerprint {source.short} "
-        f"({source.taken_at}); production is now {entry.short}: {len(tables)} object(s) "
-        f"differ ({shown}). Rehearsals ran against the older state: `oneroof clone drop` "
-        "and run again to rehearse against production as it is now."
-    )
+    age = None
+    with contextlib.suppress(ValueError):
+        age = freshness.source_age(source, datetime.fromisoformat(entry.taken_at))
+    return freshness.data_drift(source, entry, age)
 
 
 def compliance_of(
@@ -349,6 +354,14 @@ def isolation_verdict(
     if facts.get("leases") is not None:
         parts.append(f"{facts['leases']} leases")
     parts.append("committed state intact" if after.ok else "committed state NOT intact")
+    masked = next((p for p in after.points if p.name == "masking"), None)
+    if masked is not None:  # [masking]: the clone's own proof, from `clone verify`
+        present = masked.data.get("present", "?") if masked.ok else "some"
+        proven = "" if masked.data.get("proven", True) else " (not all checked)"
+        parts.append(
+            f"{masked.data.get('masked', '?')} columns masked, {present} production values "
+            f"present{proven}"
+        )
     qualifier = None
     if facts.get("production_cluster"):
         # allowed by [clone] allow_production_cluster: a caveat, never "isolated"
@@ -458,7 +471,19 @@ def ledger_headline(plan: Plan | None, ledger: list[LedgerRow]) -> str:
         ]
         applied.append(row.artifact + (f" ({', '.join(changes)})" if changes else ""))
     total = len(plan.artifacts) if plan is not None else len(ledger)
-    return f"applied on production {len(ledger)}/{total} (ledger): " + " → ".join(applied)
+    text = f"applied on production {len(ledger)}/{total} (ledger): " + " → ".join(applied)
+    # who approved which digest, and when: the signers each ledger row recorded
+    approved: dict[str, list[str]] = {}
+    for row in ledger:
+        if row.digest and row.signers:
+            approved.setdefault(row.digest, [])
+            for s in row.signers:
+                who = f"{s.get('signer')} ({s.get('level')}, {s.get('signed_at')})"
+                if who not in approved[row.digest]:
+                    approved[row.digest].append(who)
+    for digest, signers in approved.items():
+        text += f"; approved digest {digest[:12]}… by {', '.join(signers)}"
+    return text
 
 
 def rehearsal_reasons(result: Rehearsal) -> list[str]:

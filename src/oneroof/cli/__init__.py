@@ -15,7 +15,17 @@ import traceback
 import click
 import typer
 
-from oneroof.cli import campaign, check, clone, core, fingerprint, rollout, serve  # noqa: F401  (registers commands)
+from oneroof.cli import (  # noqa: F401  (registers commands)
+    approvals,
+    campaign,
+    check,
+    clone,
+    core,
+    fingerprint,
+    masking,
+    rollout,
+    serve,
+)
 from oneroof.cli._app import app, close_workspaces, err
 from oneroof.errors import EXIT_FAILED, EXIT_OK, OneroofError, exit_code, pg_message
 

@@ -21,6 +21,7 @@ from oneroof.cli._app import (
     open_evidence,
     open_workspace,
     out,
+    print_json,
 )
 
 
@@ -44,14 +45,23 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 
 @app.command("run")
-def run_command() -> Result | None:
+def run_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (progress on stderr)")
+    ] = False,
+) -> Result | None:
     """Run the campaign: fingerprints, clone, suites, rehearsals, gates → report (exit 1: FAIL)."""
     from oneroof import campaign, report
 
     ws = open_workspace()
     with _progress() as step:
         result = campaign.run(ws, step=step)
-    out.print(report.summary(result.report), markup=False)
+    if as_json:
+        print_json(
+            {**result.report.to_dict(), "files": {k: str(v) for k, v in result.files.items()}}
+        )
+    else:
+        out.print(report.summary(result.report), markup=False)
     err.print(f"report: {result.files['md']} (also .json, .html)")
     return result
 

@@ -97,8 +97,9 @@ def check(
         typer.Argument(help="Check or scenario files, or folders of *.sql (run in name order)"),
     ] = None,
     target: Annotated[
-        str, typer.Option("--target", "-t", help="clone | production (read-only through the guard)")
-    ] = "",
+        str,
+        typer.Option("--target", "-t", help="clone | production (read-only through the guard)"),
+    ] = "clone",
     objective: Annotated[
         str | None,
         typer.Option("--objective", help="Objective id the run is evidence for (default suites)"),
@@ -118,7 +119,7 @@ def check(
     from oneroof.errors import BadInput
 
     if target not in suite.TARGETS:
-        raise BadInput("--target must be clone or production")
+        raise BadInput(f"--target {target!r}: use clone or production")
     if as_json and tap:
         raise BadInput("--json and --tap both print on stdout: choose one")
     ws = open_workspace()
@@ -147,6 +148,13 @@ def check(
         if result.residue is not None and not result.residue.free:
             for difference in result.residue.differences:
                 out.print(f"[red]residue[/red] {escape(difference)}")
+        if result.nothing_checked:
+            skipped = [i for i in result.items if i.counted and i.status == "not applicable"]
+            for item in skipped:
+                out.print(
+                    f"[yellow]not checked[/yellow] {escape(f'{item.file}:{item.line}')} "
+                    f"{escape(item.title)}: {escape(item.message or '')}"
+                )
         mark = "[green]✓[/green]" if result.ok else "[red]✗[/red]"
         label = f"{result.objective}: " if result.objective else ""
         summary = escape(f"{label}{result.summary()} (evidence record {result.evidence_seq})")

@@ -50,8 +50,13 @@ def _show_info(info: clones.CloneInfo, as_json: bool) -> None:
     out.print(f"  source fingerprint  {info.source_fingerprint[:8]}")
     out.print(f"  revoked CONNECT     {', '.join(isolation.get('revoked_connect', [])) or '—'}")
     out.print(f"  disabled triggers   {', '.join(isolation.get('disabled_triggers', [])) or '—'}")
+    if info.marker.get("masking"):  # [masking]: read masked on production (docs/masking.md)
+        masked = info.marker["masking"].get("columns") or []
+        out.print(f"  masked columns      {len(masked)}", markup=False)
     for note in info.recovered:
         out.print(f"  [yellow]recovered[/yellow] {note}")
+    for note in info.notes:
+        out.print(f"  [yellow]note[/yellow] {note}", highlight=False)
 
 
 @clone_app.command("create")

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    pass
+    from oneroof.rollout.applier import ApplierCheck
+    from oneroof.workspace import Workspace
 from oneroof.cli._app import (
     Outcome,
     Result,
@@ -36,10 +38,12 @@ def doctor(
 ) -> Result | None:
     """Reach each configured server, show versions and identity, prove production read-only."""
     from oneroof import connect, dump
+    from oneroof.clone.marker import major_mismatch, refuse_unfit_server
 
     ws = open_workspace()
     cfg = ws.cfg
     report: dict[str, Any] = {}
+    warnings: list[str] = []
     with ws.production() as session:
         report["production"] = {
             **session.identity.as_dict(),
@@ -74,29 +78,70 @@ def doctor(
             report["nonprod_server"] = server.identity.as_dict()
             same = server.identity.same_cluster(ws.production_identity)
             report["nonprod_server"]["same_cluster_as_production"] = same
-            if same and not cfg.clone.allow_production_cluster:
-                from oneroof.clone.marker import _refuse_production_cluster
-
-                _refuse_production_cluster(cfg, server, ws.production_identity)
-            production_major = ws.production_identity.server_version_num // 10000
-            nonprod_major = server.identity.server_version_num // 10000
-            report["nonprod_server"]["same_major_as_production"] = production_major == nonprod_major
+            refuse_unfit_server(cfg, server, ws.production_identity)
+            other_major = major_mismatch(server.identity, ws.production_identity)
+            report["nonprod_server"]["same_major_as_production"] = other_major is None
+            if other_major:
+                warnings.append(other_major)
+    applier_ok = True
+    if cfg.apply_dsn is None:
+        report["applier"] = {"configured": False}
+        warnings.append(
+            "[production] apply_dsn is not set: `rollout apply --execute` would write as the "
+            "role of [production] dsn, the reader (a least-privilege reader cannot write); "
+            "set apply_dsn to the role that applies"
+        )
+    else:
+        applier = _applier(ws)
+        applier_ok = applier.ok
+        report["applier"] = {"configured": True, **applier.to_dict()}
     report["pg_dump"] = dump.client_version(cfg)
+    report["warnings"] = warnings
     if as_json:
         print_json(report)
-        return None
+        return Outcome(applier_ok)
     table = Table(title="oneroof doctor", show_header=True)
     table.add_column("server")
     table.add_column("fact")
     table.add_column("value")
     for server_name, facts in report.items():
+        if server_name == "warnings":
+            continue
         if isinstance(facts, dict):
             for key, value in facts.items():
                 table.add_row(server_name, key, _cell(value))
         else:
             table.add_row(server_name, "version", _cell(facts))
     out.print(table)
-    return None
+    for warning in warnings:
+        err.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False)
+    if not applier_ok:
+        lacking = report["applier"]["missing"] + [
+            f"no such object: {a}" for a in report["applier"]["absent"]
+        ]
+        err.print(
+            f"oneroof: the applier {report['applier']['user']} cannot apply the plans: "
+            + "; ".join(lacking),
+            markup=False,
+        )
+    return Outcome(applier_ok)
+
+
+def _applier(ws: Workspace) -> ApplierCheck:
+    """The applier's privileges over the objectives' plans and the ledger."""
+    from oneroof import rollout
+    from oneroof.rollout import applier as checks
+
+    cfg = ws.cfg
+    plans = []
+    for objective in cfg.objectives:
+        if objective.rollout:
+            path = Path(objective.rollout)
+            plans.append(
+                rollout.load_plan(path if path.is_absolute() else cfg.workspace / path, cfg)
+            )
+    with ws.open_writer() as writer:
+        return checks.check(writer, plans, cfg.counters, cfg.rollout.ledger_schema)
 
 
 # -- sql ------------------------------------------------------------------------------------
@@ -108,32 +153,42 @@ def sql_command(
     statement: Annotated[str, typer.Argument(help="One SQL statement")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Clone name")] = None,
+    commit: Annotated[
+        bool, typer.Option("--commit", help="On the clone: keep what the statement writes")
+    ] = False,
 ) -> Result | None:
-    """Run one guarded statement: the safe console for production."""
-    from oneroof import connect
+    """Run one statement: guarded on production; on the clone rolled back unless --commit."""
     from oneroof.errors import BadInput
 
     ws = open_workspace()
-    session: connect.Session
+    summary: str
     if role == "production":
-        session = ws.open_production()
+        if commit:
+            raise BadInput("--commit is for the clone: production is only read here")
+        with ws.open_production() as session:
+            try:
+                columns, rows = session.query(statement)
+            except Exception as exc:
+                import psycopg
+
+                if isinstance(exc, psycopg.Error):
+                    from oneroof.errors import DatabaseError
+
+                    raise DatabaseError.from_psycopg(exc, role) from None
+                raise
+        document: dict[str, Any] = {"columns": columns, "rows": [list(row) for row in rows]}
+        summary = f"{len(rows)} row(s)"
     elif role == "clone":
-        session = ws.clone(name, ready_only=True)
+        from oneroof.clone.console import run_statement
+
+        with ws.clone(name, ready_only=True) as session:
+            result = run_statement(session, statement, commit=commit, evidence=ws.evidence)
+        columns, rows, document = result.columns, result.rows, result.to_dict()
+        summary = f"{len(rows)} row(s); {result.describe()}"
     else:
         raise BadInput(f"role must be production or clone, not {role!r}")
-    with session:
-        try:
-            columns, rows = session.query(statement)
-        except Exception as exc:
-            import psycopg
-
-            if isinstance(exc, psycopg.Error):
-                from oneroof.errors import DatabaseError
-
-                raise DatabaseError.from_psycopg(exc, role) from None
-            raise
     if as_json:
-        print_json({"columns": columns, "rows": [list(row) for row in rows]})
+        print_json(document)
         return None
     table = Table(show_header=True)
     for column in columns:
@@ -141,7 +196,7 @@ def sql_command(
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     out.print(table)
-    err.print(f"{len(rows)} row(s)")
+    err.print(summary)
     return None
 
 

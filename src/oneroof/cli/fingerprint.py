@@ -78,7 +78,7 @@ def _run(
             open_session=opener,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             scan_budget_rows=budget,
-            skip_schemas=(cfg.rollout.ledger_schema,),
+            **fingerprint.scope(cfg),
         )
 
 

@@ -132,6 +132,10 @@ def gates_command(as_json: JsonOption = False) -> Result | None:
     builtins: dict[str, Any] = {}
     if any("clone_verified" in gate.names for _, gate in parsed):
         builtins["clone_verified"] = _clone_verified(ws)
+    if any("approved" in gate.names for _, gate in parsed):
+        from oneroof import approvals
+
+        builtins["approved"] = approvals.targets_approved(ws)
     names = {name for _, gate in parsed for name in gate.names}
     with ws.production() as session:
         values = gates.read_values(session, ws.cfg, names, builtins=builtins)
@@ -335,6 +339,19 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Resul
                 escape(_deltas(row.deltas)),
             )
         out.print(table)
+        approved: dict[str, list[str]] = {}  # digest → the artifacts applied under it
+        for row in result.ledger:
+            if row.digest:
+                approved.setdefault(row.digest, []).append(row.artifact)
+        for digest, artifacts in approved.items():
+            row = next(r for r in result.ledger if r.digest == digest)
+            who = ", ".join(
+                f"{s.get('signer')} ({s.get('level')}, {s.get('signed_at')})" for s in row.signers
+            )
+            out.print(
+                f"approved digest {digest[:12]}… by {escape(who or 'nobody')}: "
+                f"{escape(', '.join(artifacts))}"
+            )
     if result.conflicts:
         out.print(f"[red]edited after apply:[/red] {escape(', '.join(result.conflicts))}")
     out.print(f"pending: {escape(', '.join(result.pending) or 'none')}")
@@ -348,6 +365,9 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Resul
             f"latest rehearsal: {state} evidence #{r.get('record')} at {escape(str(r.get('at')))}"
             f" on {escape(str(r.get('clone')))}{matches}"
         )
+    approval = result.approval
+    if result.pending and approval is not None and (approval.required or approval.signatures):
+        out.print(f"approval: {escape(approval.summary())}")
     out.print("gates on production now:")
     for line in _grouped(result.gates):
         out.print(line)

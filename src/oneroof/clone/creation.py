@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from oneroof import __version__, connect, dump, fingerprint
+from oneroof import __version__, connect, dump, fingerprint, masking
 from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
 from oneroof.clone.isolation import isolate
 from oneroof.clone.lifecycle import _abandon, _drop_database, _template_copy, _terminate_others
@@ -31,10 +33,11 @@ from oneroof.clone.marker import (
     _interrupted,
     _journal,
     _process_alive,
-    _refuse_production_cluster,
     _refuse_production_database,
     _write_marker,
     golden_name,
+    major_mismatch,
+    refuse_unfit_server,
 )
 from oneroof.clone.process import _client, _spawn, _stop, _tail
 from oneroof.config import Config, redact
@@ -89,7 +92,10 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
         identity = session.identity
         _guard_name(cfg, target, identity)
         with ws.server() as server:
-            _refuse_production_cluster(cfg, server, identity)
+            refuse_unfit_server(cfg, server, identity)
+            other_major = major_mismatch(server.identity, identity)
+            if other_major:
+                say(f"note: {other_major}")
             _refuse_production_database(server, target, identity)
             _refuse_production_database(server, golden, identity)
             if method == "template":
@@ -124,17 +130,20 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
                     )
                 else:
                     source = _copy_by_dump(
-                        cfg, evidence, server, session, target, identity, marker, phases, say
+                        ws, server, session, target, identity, marker, phases, say
                     )
                 fingerprint.save(evidence, source, label=f"clone-source:{target}")
                 marker["source_fingerprint"] = source.id
                 marker["source_wal"] = source.wal
                 marker["source_taken_at"] = source.taken_at
+                marker["content_hash"] = source.content_hash
                 _write_marker(server, target, marker)
                 tick = time.perf_counter()
                 say(f"isolating {target}")
                 with ws.clone(target, production=identity) as clone:
-                    marker["isolation"] = isolate(cfg, server, clone, target, say)
+                    marker["isolation"] = isolate(
+                        cfg, server, clone, target, say, content_hash=source.content_hash
+                    )
                 marker["isolation"]["created_roles"] = marker.pop("created_roles", [])
                 phases["isolate"] = time.perf_counter() - tick
                 tick = time.perf_counter()
@@ -161,6 +170,7 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
         time.perf_counter() - started,
         phases,
         recovered,
+        [other_major] if other_major else [],
     )
 
 
@@ -292,8 +302,7 @@ def _ensure_roles(server: ServerSession, roles: Sequence[str]) -> list[str]:
 
 
 def _copy_by_dump(
-    cfg: Config,
-    evidence: Evidence,
+    ws: Workspace,
     server: ServerSession,
     session: ProductionSession,
     name: str,
@@ -302,7 +311,14 @@ def _copy_by_dump(
     phases: dict[str, float],
     say: Step,
 ) -> Fingerprint:
-    """pg_dump from the snapshot the source fingerprint reads, then pg_restore into the clone."""
+    """pg_dump from the snapshot the source fingerprint reads, then pg_restore into the clone.
+
+    With `[masking]` the masked tables' rows are read masked from the same snapshot and
+    written into the clone beside pg_restore's data section, before its post-data one.
+    """
+    cfg, evidence = ws.cfg, ws.evidence
+    masked = masking.plan(cfg, session)  # a bad rule is refused before the clone exists
+    key = masking.resolve_key(cfg) if masked is not None and masked.needs_key else None
     encoding_rows = session.execute(_ENCODING_QUERY)
     encoding = tuple(str(v) for v in encoding_rows[0]) if encoding_rows else None
     say(f"creating database {name} on the non-production server")
@@ -315,13 +331,20 @@ def _copy_by_dump(
     directory = Path(tempfile.mkdtemp(prefix=f"dump-{name}-", dir=work))
     try:
         tick = time.perf_counter()
-        source, roles, snapshot = _dump(cfg, evidence, session, directory, say)
+        source, roles, snapshot, exported = _dump(
+            cfg, evidence, session, directory, say, masked, key, ws.open_production
+        )
         phases["dump"] = time.perf_counter() - tick
         marker["snapshot"] = snapshot
         created_roles = _ensure_roles(server, roles)
         marker["created_roles"] = created_roles
         tick = time.perf_counter()
-        _restore(cfg, server, name, directory / "dump", directory / "restore.log", say)
+        log = directory / "restore.log"
+        if masked is None or exported is None:
+            _restore(cfg, name, directory / "dump", log, say)
+        else:
+            _restore_masked(ws, name, identity, directory / "dump", log, say, masked, exported)
+            marker["masking"] = _masking_record(ws, name, identity, masked, exported, source)
         phases["restore"] = time.perf_counter() - tick
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -329,15 +352,32 @@ def _copy_by_dump(
 
 
 def _dump(
-    cfg: Config, evidence: Evidence, session: ProductionSession, directory: Path, say: Step
-) -> tuple[Fingerprint, list[str], str]:
-    """Export a snapshot, run pg_dump from it, and fingerprint production from it meanwhile."""
+    cfg: Config,
+    evidence: Evidence,
+    session: ProductionSession,
+    directory: Path,
+    say: Step,
+    masked: masking.Plan | None = None,
+    key: str | None = None,
+    open_helper: Callable[[], ProductionSession] | None = None,
+) -> tuple[Fingerprint, list[str], str, masking.Export | None]:
+    """Export a snapshot, run pg_dump from it, and fingerprint production from it meanwhile.
+
+    Masked tables are left out of pg_dump's data and read masked in the same transaction.
+    """
     dsn = cfg.production_dsn.resolve()
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     options = f"{params.get('options') or ''} {READ_ONLY_OPTION}".strip()
     conninfo, env = _client(dsn, application_name=DUMP_APP, options=options)
     env.update(PGOPTIONS=READ_ONLY_OPTION, PGAPPNAME=DUMP_APP)
     log = directory / "dump.log"
+    exclude: list[str] = []
+    if masked is not None:
+        exclude = [f"--exclude-table-data={pattern}" for pattern in masked.exclude_patterns()]
+        if dump.client_major(cfg) >= 18:
+            # statistics hold sample values (most common values, histogram bounds)
+            exclude.append("--no-statistics")
+    exported: masking.Export | None = None
     with session.transaction():
         snapshot = str(session.scalar("select pg_export_snapshot()"))
         command = [
@@ -349,6 +389,7 @@ def _dump(
             "-Z",
             "0",
             "--no-sync",
+            *exclude,
             "-f",
             str(directory / "dump"),
             "-d",
@@ -363,26 +404,44 @@ def _dump(
         )
         say(f"pg_dump -j {cfg.clone.jobs} from snapshot {snapshot}; fingerprinting meanwhile")
         process = _spawn([*command, conninfo], env, log)
+        exporter: masking.Exporter | None = None
         try:
+            if masked is not None and masked.tables:
+                # the masked tables are read by more sessions of this snapshot meanwhile
+                exporter = masking.Exporter(
+                    masked,
+                    key,
+                    directory / "masked",
+                    say,
+                    version=session.identity.server_version_num,
+                    jobs=cfg.clone.jobs if open_helper is not None else 1,
+                )
+                if open_helper is not None:
+                    exporter.start(snapshot, open_helper)
             roles = [str(r[0]) for r in session.execute(_ROLES_QUERY)]
             source = fingerprint.take(
                 session,
                 mode="full",
                 counters=cfg.counters,
-                skip_schemas=(cfg.rollout.ledger_schema,),
+                **fingerprint.scope(cfg),
             )
+            if exporter is not None:
+                exported = exporter.finish(session, source.content_hash)
+                exporter = None
             code = process.wait()
         except BaseException:
             _stop(process)
+            if exporter is not None:
+                exporter.abandon()
             raise
     if code != 0:
         raise DatabaseError(f"pg_dump failed (exit code {code}): {_tail(log)}")
-    return source, roles, snapshot
+    return source, roles, snapshot, exported
 
 
-def _restore(
-    cfg: Config, server: ServerSession, name: str, directory: Path, log: Path, say: Step
-) -> None:
+def _restore_command(
+    cfg: Config, name: str, directory: Path, section: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     dsn = psycopg.conninfo.make_conninfo(connect.server_dsn(cfg).resolve(), dbname=name)
     conninfo, env = _client(dsn, application_name=RESTORE_APP)
     env["PGAPPNAME"] = RESTORE_APP
@@ -391,12 +450,15 @@ def _restore(
         "-j",
         str(cfg.clone.jobs),
         "--exit-on-error",
+        *([f"--section={section}"] if section else []),
         "-d",
         conninfo,
         str(directory),
     ]
-    say(f"pg_restore -j {cfg.clone.jobs} into {name}")
-    process = _spawn(command, env, log)
+    return command, env
+
+
+def _finish_restore(process: subprocess.Popen[bytes], name: str, log: Path) -> None:
     try:
         code = process.wait()
     except BaseException:
@@ -404,6 +466,83 @@ def _restore(
         raise
     if code != 0:
         raise DatabaseError(f"pg_restore into {name!r} failed (exit code {code}): {_tail(log)}")
+
+
+def _restore(cfg: Config, name: str, directory: Path, log: Path, say: Step) -> None:
+    say(f"pg_restore -j {cfg.clone.jobs} into {name}")
+    _finish_restore(_spawn(*_restore_command(cfg, name, directory), log), name, log)
+
+
+def _restore_masked(
+    ws: Workspace,
+    name: str,
+    identity: ServerIdentity,
+    directory: Path,
+    log: Path,
+    say: Step,
+    masked: masking.Plan,
+    exported: masking.Export,
+) -> None:
+    """pre-data; then the other tables' data (pg_restore) and the masked rows (COPY) at once;
+    then post-data, which builds the indexes and validates the foreign keys over both."""
+    cfg = ws.cfg
+    say(f"pg_restore pre-data into {name}")
+    _finish_restore(_spawn(*_restore_command(cfg, name, directory, "pre-data"), log), name, log)
+    say(f"pg_restore -j {cfg.clone.jobs} data into {name}; writing the masked rows meanwhile")
+    process = _spawn(*_restore_command(cfg, name, directory, "data"), log)
+    try:
+        with ws.clone(name, production=identity) as clone:
+            masking.load(clone, masked, exported)
+    except BaseException:
+        _stop(process)
+        raise
+    _finish_restore(process, name, log)
+    say(f"pg_restore -j {cfg.clone.jobs} post-data into {name}")
+    try:
+        _finish_restore(
+            _spawn(*_restore_command(cfg, name, directory, "post-data"), log), name, log
+        )
+    except DatabaseError as exc:
+        if not re.search(r"violates|could not create unique index", str(exc)):
+            raise
+        lines = [m.line for m in masked.columns if m.line is not None]
+        raise BadInput(
+            f"[masking] the masked rows break a constraint of the clone: {exc}; change the rule",
+            file=masked.file,
+            line=min(lines) if lines else None,
+        ) from None
+
+
+def _masking_record(
+    ws: Workspace,
+    name: str,
+    identity: ServerIdentity,
+    masked: masking.Plan,
+    exported: masking.Export,
+    source: Fingerprint,
+) -> dict[str, Any]:
+    """What verify checks of the masked tables: the rows as masked, and production's digest
+    of the columns masking left as they were (both from the snapshot)."""
+    with ws.clone(name, production=identity) as clone:
+        loaded = fingerprint.take(
+            clone, mode="full", tables=list(masked.tables), content_hash=source.content_hash
+        )
+    record = masked.to_marker()
+    record["content_hash"] = source.content_hash
+    for key, table in masked.tables.items():
+        count = loaded.sections["counts"].get(key)
+        if count != source.sections.get("counts", {}).get(key):
+            raise CheckFailed(
+                f"masking: the clone's {key} has {count} rows, production's snapshot "
+                f"{source.sections.get('counts', {}).get(key)}"
+            )
+        record["tables"][key].update(
+            count=count,
+            content=loaded.sections.get("content", {}).get(key),
+            derived=list(table.derived),
+            unmasked=list(exported.unmasked.get(key, (None, None))),
+        )
+    return record
 
 
 def _copy_by_template(
@@ -424,12 +563,17 @@ def _copy_by_template(
     cfg, evidence = ws.cfg, ws.evidence
     tick = time.perf_counter()
     say(f"fingerprinting production {identity.database}")
-    source = fingerprint.take(
-        session, mode="full", counters=cfg.counters, skip_schemas=(cfg.rollout.ledger_schema,)
-    )
+    source = fingerprint.take(session, mode="full", counters=cfg.counters, **fingerprint.scope(cfg))
     ws.close()
     phases["fingerprint"] = time.perf_counter() - tick
-    others = int(_sql(server, _OTHER_SESSIONS, (identity.database,))[0][0])
+    # a session just closed (our own) can stay visible while its backend exits: wait for
+    # it as long as CREATE DATABASE itself would (5 seconds)
+    deadline = time.monotonic() + 5
+    while True:
+        others = int(_sql(server, _OTHER_SESSIONS, (identity.database,))[0][0])
+        if not others or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     refusal = (
         f"refused: the production database {identity.database!r} has {{}} other session(s); "
         "CREATE DATABASE … TEMPLATE needs none. Use clone.method = 'dump', which copies "
@@ -452,7 +596,11 @@ def _copy_by_template(
     phases["copy"] = time.perf_counter() - tick
     with ws.clone(name, production=identity) as clone:
         copy = fingerprint.take(
-            clone, mode="full", counters=cfg.counters, skip_schemas=(cfg.rollout.ledger_schema,)
+            clone,
+            mode="full",
+            counters=cfg.counters,
+            content_hash=source.content_hash,
+            **fingerprint.scope(cfg),
         )
     differences = fingerprint.diff(source, copy)
     if differences:

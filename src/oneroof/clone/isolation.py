@@ -39,7 +39,13 @@ def _trigger_key(schema: str, table: str, trigger: str) -> str:
 
 
 def isolate(
-    cfg: Config, server: ServerSession, clone: CloneSession, name: str, say: Step
+    cfg: Config,
+    server: ServerSession,
+    clone: CloneSession,
+    name: str,
+    say: Step,
+    *,
+    content_hash: str | None = None,
 ) -> dict[str, Any]:
     """Cut the clone off from the world; return what was changed, for the marker.
 
@@ -151,11 +157,13 @@ def isolate(
     ]
 
     report["reset_sql"] = list(cfg.isolation.reset_sql)
-    report["reset_tables"] = _run_reset_sql(cfg, clone) if cfg.isolation.reset_sql else {}
+    report["reset_tables"] = (
+        _run_reset_sql(cfg, clone, content_hash) if cfg.isolation.reset_sql else {}
+    )
     return report
 
 
-def _run_reset_sql(cfg: Config, clone: CloneSession) -> dict[str, Any]:
+def _run_reset_sql(cfg: Config, clone: CloneSession, content_hash: str | None) -> dict[str, Any]:
     """Run `isolation.reset_sql` in one transaction; fingerprint the tables it changed."""
     changed: set[str] = set()
     with clone.write_transaction():
@@ -178,7 +186,8 @@ def _run_reset_sql(cfg: Config, clone: CloneSession) -> dict[str, Any]:
                 changed.add(f"{schema}.{table}")
     if not changed:
         return {}
-    taken = fingerprint.take(clone, mode="full", tables=sorted(changed))
+    # hashed like the source, so that `verify` compares like with like
+    taken = fingerprint.take(clone, mode="full", tables=sorted(changed), content_hash=content_hash)
     return {
         table: {
             "count": taken.sections["counts"].get(table),

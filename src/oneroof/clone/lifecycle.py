@@ -28,11 +28,11 @@ from oneroof.clone.marker import (
     _interrupted,
     _journal,
     _process_alive,
-    _refuse_production_cluster,
     _refuse_production_database,
     _write_marker,
     golden_name,
     parse_marker,
+    refuse_unfit_server,
 )
 from oneroof.connect import ServerIdentity, ServerSession
 from oneroof.errors import BadInput, ForbiddenAction
@@ -93,7 +93,7 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
             raise ForbiddenAction(f"refused: {golden!r} is not a ready golden copy of {target!r}")
         identity = _identity_from_marker(gmarker)
         _guard_name(cfg, target, identity)
-        _refuse_production_cluster(cfg, server, identity)
+        refuse_unfit_server(cfg, server, identity)
         _refuse_production_database(server, target, identity)
         _refuse_production_database(server, golden, identity)
 
@@ -127,7 +127,9 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
         tick = time.perf_counter()
         try:
             with ws.clone(target, production=identity) as clone:
-                again = isolate(cfg, server, clone, target, say)
+                again = isolate(
+                    cfg, server, clone, target, say, content_hash=gmarker.get("content_hash")
+                )
         except BaseException as exc:
             _journal(evidence, "reset-failed", target, server, error=str(exc)[:500])
             raise
@@ -225,7 +227,7 @@ def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) ->
                 )
             identity = identity or _identity_from_marker(gmarker)
         _guard_name(cfg, target, identity)
-        _refuse_production_cluster(cfg, server, identity)
+        refuse_unfit_server(cfg, server, identity)
         _refuse_production_database(server, target, identity)
         _refuse_production_database(server, golden, identity)
         for database, present in ((target, clone_db), (golden, golden_db)):

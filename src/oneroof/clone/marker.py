@@ -109,6 +109,7 @@ class CloneInfo:
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     recovered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def source_fingerprint(self) -> str:
@@ -124,6 +125,7 @@ class CloneInfo:
             "seconds": round(self.seconds, 3),
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "recovered": self.recovered,
+            "notes": self.notes,
             "marker": self.marker,
         }
 
@@ -256,11 +258,20 @@ def _guard_name(cfg: Config, name: str, production: ServerIdentity | None) -> No
         )
 
 
-def _refuse_production_cluster(
+def refuse_unfit_server(
     cfg: Config, server: ServerSession, production: ServerIdentity | None
 ) -> None:
-    """Refuse a non-production server that is production's own cluster, unless allowed."""
-    if production is None or cfg.clone.allow_production_cluster:
+    """Refuse a non-production server that is production's own cluster, unless allowed, or
+    of another major version than production's when `[clone] require_same_major`."""
+    if production is None:
+        return
+    if cfg.clone.require_same_major and major_mismatch(server.identity, production):
+        raise ForbiddenAction(
+            f"refused: {major_mismatch(server.identity, production)}, and [clone] "
+            "require_same_major = true. Point server_dsn at a server of production's major "
+            "version, or set require_same_major = false to rehearse on this one"
+        )
+    if cfg.clone.allow_production_cluster:
         return
     if server.identity.same_cluster(production):
         raise ForbiddenAction(
@@ -270,6 +281,18 @@ def _refuse_production_cluster(
             "server_dsn at another server, or accept it with [clone] allow_production_cluster "
             "= true"
         )
+
+
+def major_mismatch(server: ServerIdentity, production: ServerIdentity) -> str | None:
+    """What differs when the non-production server runs another major version, else None."""
+    ours, theirs = server.server_version_num // 10000, production.server_version_num // 10000
+    if not ours or not theirs or ours == theirs:
+        return None
+    return (
+        f"the non-production server runs PostgreSQL {server.server_version} and production "
+        f"{production.server_version}: clones, suites and rehearsals run on another major "
+        "version than production's (plans, locks and errors may differ)"
+    )
 
 
 def _refuse_production_database(

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from oneroof import connect, fingerprint
+from oneroof import connect, fingerprint, masking
 from oneroof.clone._common import _sql, _target
 from oneroof.clone.isolation import _TRIGGERS_QUERY, _trigger_key
 from oneroof.clone.marker import (
@@ -19,9 +19,9 @@ from oneroof.clone.marker import (
     _database,
     _guard_name,
     _identity_from_marker,
-    _refuse_production_cluster,
     _refuse_production_database,
     read_marker,
+    refuse_unfit_server,
 )
 from oneroof.config import Config
 from oneroof.connect import CloneSession, ServerIdentity, ServerSession
@@ -64,7 +64,7 @@ def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
         result.add("name_guard", False, exc.message)
         return _finish(evidence, result, started)
     with ws.server() as server:
-        _refuse_production_cluster(cfg, server, identity)
+        refuse_unfit_server(cfg, server, identity)
         try:
             _refuse_production_database(server, target, identity)
         except ForbiddenAction as exc:
@@ -86,23 +86,27 @@ def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
             _check_triggers(cfg, clone, result)
             _check_replication(server, clone, result, target)
             _check_leases(cfg, clone, result)
+            reference = str(marker.get("source_fingerprint") or "")
+            source = fingerprint.find(evidence, reference) if reference else None
             now = fingerprint.take(
                 clone,
                 mode="full",
                 jobs=cfg.clone.jobs,
                 open_session=lambda: ws.clone(target),
-                skip_schemas=(cfg.rollout.ledger_schema,),
+                # hashed the way production was, whatever major the clone runs
+                content_hash=source.content_hash if source is not None else None,
+                **fingerprint.scope(cfg),
             )
+            if marker.get("masking"):
+                _check_masking(ws, clone, result, marker["masking"], isolation)
         result.clone_fingerprint = now.id
-        reference = str(marker.get("source_fingerprint") or "")
-        source = fingerprint.find(evidence, reference) if reference else None
         result.source_fingerprint = reference or None
         if source is None:
             detail = f"source fingerprint {reference[:8]} is not in this workspace's evidence store"
             result.add("committed_state", False, detail)
             result.add("schema", False, detail)
         else:
-            _check_state(result, source, now, isolation)
+            _check_state(result, source, now, isolation, marker.get("masking") or {})
             _check_schema(result, source, now, isolation)
     return _finish(evidence, result, started)
 
@@ -293,11 +297,17 @@ def _check_state(
     source: Fingerprint,
     now: Fingerprint,
     isolation: Mapping[str, Any],
+    masking_record: Mapping[str, Any] | None = None,
 ) -> None:
     reset_tables: Mapping[str, Any] = isolation.get("reset_tables") or {}
-    expected, unexpected = [], []
+    # masked tables differ from production by design: they must be as they were masked
+    masked_tables: Mapping[str, Any] = (masking_record or {}).get("tables") or {}
+    expected, unexpected, masked = [], [], set()
     for difference in fingerprint.diff(source, now, sections=["counts", "content"]):
         recorded = reset_tables.get(difference.key)
+        if recorded is None and difference.key in masked_tables:
+            recorded = masked_tables[difference.key]
+            masked.add(difference.key)
         if (
             isinstance(recorded, Mapping)
             and difference.change == "changed"
@@ -319,10 +329,77 @@ def _check_state(
         return
     tables = len(now.sections.get("counts", {}))
     detail = f"counts and content of {tables} table(s) equal the source fingerprint {source.short}"
-    if expected:
-        changed = sorted({d.key for d in expected})
+    changed = sorted({d.key for d in expected} - masked)
+    if changed:
         detail += f" (as isolation.reset_sql left them: {', '.join(changed)})"
+    if masked_tables:
+        detail += f"; {len(masked_tables)} masked table(s) as they were masked: " + ", ".join(
+            sorted(masked_tables)
+        )
     result.add("committed_state", True, detail)
+
+
+def _check_masking(
+    ws: Workspace,
+    clone: CloneSession,
+    result: CloneVerification,
+    record: Mapping[str, Any],
+    isolation: Mapping[str, Any],
+) -> None:
+    """No masked column holds a production value; the columns masking kept equal production's.
+
+    The kept columns are compared with production's digest taken at the snapshot; the masked
+    ones with production as it is now, by keyed hashes of both sides (`masking.prove`).
+    """
+    tables: Mapping[str, Any] = record.get("tables") or {}
+    method = str(record.get("content_hash") or fingerprint.RECORD_HASH)
+    reset_tables: Mapping[str, Any] = isolation.get("reset_tables") or {}
+    problems: list[str] = []
+    kept = fingerprint.partial_content(
+        clone, {key: table.get("derived") or [] for key, table in tables.items()}, method
+    )
+    for key, table in tables.items():
+        if key in reset_tables:
+            continue  # isolation.reset_sql changed it on purpose after masking
+        if list(kept.get(key, ())) != list(table.get("unmasked") or ()):
+            problems.append(
+                f"{key}: the columns masking keeps differ from production's at the snapshot"
+            )
+    with ws.production() as production:
+        proofs = masking.prove(
+            production, clone, record.get("columns") or [], ws.cfg.production.scan_budget_rows
+        )
+    masked = [p for p in proofs if p.rule != "shuffle"]
+    checked = [p for p in masked if p.checked]
+    present = sum(p.shared for p in checked)
+    for proof in checked:
+        if proof.shared:
+            problems.append(
+                f"{proof.column}: {proof.shared} of its {proof.clone_values} distinct values "
+                "are production values"
+            )
+    detail = f"{len(masked)} columns masked, {present} production values present"
+    if checked:
+        detail += (
+            f" (keyed hashes of {sum(p.clone_values for p in checked)} clone and "
+            f"{sum(p.production_values for p in checked)} production values compared)"
+        )
+    unchecked = [p.column for p in masked if not p.checked]
+    if unchecked:
+        detail += f"; not proven within the scan budget: {', '.join(unchecked)}"
+    shuffled = [p.column for p in proofs if p.rule == "shuffle"]
+    if shuffled:
+        detail += f"; shuffled (production's values on other rows): {', '.join(shuffled)}"
+    result.add(
+        "masking",
+        not problems,
+        "; ".join(problems) if problems else detail,
+        masked=len(masked),
+        present=present,
+        proven=len(checked) == len(masked),
+        shuffled=len(shuffled),
+        columns=[p.as_dict() for p in proofs],
+    )
 
 
 def _check_schema(

@@ -27,16 +27,19 @@ with a non-zero delta is a mismatch: an artifact declares everything it changes.
   evidence store (kind `rehearsal`).
 - `apply` is the only path by which oneroof writes to production. Without `execute` it is a
   dry run. It refuses (`ForbiddenAction`, exit 3) without a passing rehearsal of exactly these
-  checksums, when production drifted from the clone's source on a table the plan touches, or
-  when the ledger holds an artifact under another checksum. It returns NO-GO (exit 1, nothing
-  written) while a gate is closed. Each artifact then runs in its own READ WRITE transaction:
-  advisory lock (one key per plan), ledger re-read (skip what another applier did), gates
-  again, body, exact deltas, stops, ledger row — all committed together or not at all.
+  checksums, when production drifted from the clone's source on a table the plan touches,
+  when the ledger holds an artifact under another checksum, or — approvals required — without
+  a quorum of signatures over the plan's digest (`oneroof.approvals`). It returns NO-GO
+  (exit 1, nothing written) while a gate is closed. Each artifact then runs in its own READ
+  WRITE transaction: advisory lock (one key per plan), ledger re-read (skip what another
+  applier did), gates again, body, exact deltas, stops, ledger row (with the digest and
+  signers) — all committed together or not at all.
 - `watch` waits for the gates, then applies the auto-executable set and the verify
   artifacts (`auto: false` after the last auto one, read-only by the guard).
 - `status` shows the ledger, the latest rehearsal and the gates.
 
-The ledger is `oneroof.rollout_ledger` on production, created by the first apply.
+The ledger is `<[rollout] ledger_schema>.rollout_ledger` (default `oneroof`) on production,
+created by the first apply.
 """
 
 from __future__ import annotations
@@ -63,11 +66,12 @@ from oneroof.rollout.artifact import (
 )
 from oneroof.rollout.deltas import SHOWN_ROWS, ArtifactRun, compare_deltas, measure_deltas
 from oneroof.rollout.ledger import (
-    LEDGER,
-    LEDGER_DDL,
     LEDGER_SCHEMA,
     LEDGER_TABLE,
     LedgerRow,
+    applied_artifacts,
+    ledger_ddl,
+    ledger_name,
     read_ledger,
 )
 from oneroof.rollout.linting import SQUAWK_EXCLUDED, LintFinding, lint, squawk_path
@@ -79,8 +83,6 @@ __all__ = [
     "ARTIFACT_KIND",
     "HEADER_KEYS",
     "KINDS",
-    "LEDGER",
-    "LEDGER_DDL",
     "LEDGER_SCHEMA",
     "LEDGER_TABLE",
     "REHEARSAL_KIND",
@@ -100,10 +102,13 @@ __all__ = [
     "PlanStatus",
     "Rehearsal",
     "Say",
+    "applied_artifacts",
     "apply",
     "compare_deltas",
     "describe",
     "find_rehearsal",
+    "ledger_ddl",
+    "ledger_name",
     "lint",
     "load_plan",
     "measure_deltas",

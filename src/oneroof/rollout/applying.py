@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from oneroof import connect, fingerprint, gates, guard
+from oneroof import approvals, connect, fingerprint, gates, guard
+from oneroof.approvals import Verification
 from oneroof.config import Config
 from oneroof.connect import Session
 from oneroof.errors import BadInput, ForbiddenAction
@@ -20,21 +21,20 @@ from oneroof.gates import GateResult
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.deltas import (
     ArtifactRun,
+    DeltaMeter,
     _Halt,
     _keep_rows,
     _psycopg_reason,
     _verdict,
-    _xact_stats,
-    compare_deltas,
-    measure_deltas,
+    require_tables,
 )
 from oneroof.rollout.ledger import (
-    LEDGER_SCHEMA,
     LEDGER_TABLE,
     LedgerRow,
     _ensure_ledger,
     _lock_key,
     _take_lock,
+    ledger_name,
     read_ledger,
 )
 from oneroof.rollout.rehearsal import Say, _quiet, find_rehearsal
@@ -65,6 +65,7 @@ class _Precheck:
     gates: list[tuple[str, GateResult]]
     rehearsal: Record | None
     drift: list[str]
+    approval: Verification | None = None
 
     @property
     def refusals(self) -> list[Check]:
@@ -109,7 +110,8 @@ def _precheck(
     """Ledger, rehearsal, drift and gates, read from one snapshot of production."""
     checks: list[Check] = []
     with session.transaction():
-        ledger = read_ledger(session, plan.name)
+        require_tables(session, plan.artifacts)
+        ledger = read_ledger(session, plan.name, schema=cfg.rollout.ledger_schema)
         conflicts = [
             f"{a.id} (ledger {ledger[a.id].checksum[:12]}…, file {a.checksum[:12]}…)"
             for a in plan.artifacts
@@ -127,6 +129,7 @@ def _precheck(
         selected, left = _select(plan, ledger, mode, session)
         record: Record | None = None
         drifted: list[str] = []
+        approval: Verification | None = None
         if selected:
             record, why = find_rehearsal(evidence, plan)
             checks.append(_rehearsal_check(record, why, selected))
@@ -135,10 +138,34 @@ def _precheck(
                     cfg, session, evidence, plan, record, ledger, selected
                 )
                 checks.append(check)
+            if record is not None and record.payload.get("ok"):
+                # signatures over the digest of this plan as rehearsed in `record`
+                approval = approvals.evaluate(cfg, evidence, plan, record=record)
+                checks.append(_approval_check(approval))
         names = {n for a in selected for n in a.gate_names}
         values = gates.read_values(session, cfg, names)
         results = [(a.id, gates.evaluate(g, values)) for a in selected for g in a.gates]
-    return _Precheck(checks, ledger, selected, left, results, record, drifted)
+    return _Precheck(checks, ledger, selected, left, results, record, drifted, approval)
+
+
+def _approval_check(approval: Verification) -> Check:
+    """The quorum over the plan's current digest: a refusal while it is required and short."""
+    if approval.met:
+        prefix = "" if approval.required else "not required; "
+        return Check("approval", True, prefix + approval.summary())
+    if not approval.required:
+        return Check(
+            "approval",
+            True,
+            "not required (no [[approver]] in oneroof.toml, or [rollout.approval] required = "
+            f"false); digest {approval.digest[:12] if approval.digest else '?'}…",
+        )
+    return Check(
+        "approval",
+        False,
+        f"refused: {approval.summary()}; sign it with `oneroof approve PLAN --key KEY` "
+        "(`oneroof approvals verify PLAN` lists every signature)",
+    )
 
 
 def _rehearsal_check(record: Record | None, why: str, selected: list[Artifact]) -> Check:
@@ -212,7 +239,9 @@ def _drift_check(
     compare = sorted(tables - own)
     if not compare:
         return Check("drift", True, "no table to compare (every one was changed by this plan)"), []
-    production = fingerprint.take(session, mode="full", tables=compare)
+    production = fingerprint.take(
+        session, mode="full", tables=compare, content_hash=source.content_hash
+    )
     # the objects an artifact touches must be the ones rehearsed: schema drift is refused
     rehearsed = fingerprint.objects_of(source.sections.get("schema", {}), compare)
     now = fingerprint.objects_of(production.sections.get("schema", {}), compare)
@@ -235,6 +264,8 @@ def _drift_check(
         actual = production.table_content(table)
         if expected is not None and expected == actual:
             continue
+        if expected is None and actual is None:
+            continue  # no rows of its own (a partitioned parent): its partitions are compared
         before_count = source.sections.get("counts", {}).get(table)
         now_count = production.sections.get("counts", {}).get(table)
         if actual is None:
@@ -301,6 +332,7 @@ class ApplyResult:
     rehearsal: int | None = None
     message: str = ""
     seconds: float = 0.0
+    approval: Verification | None = None
 
     @property
     def exit_code(self) -> int:
@@ -328,7 +360,22 @@ class ApplyResult:
             "checks": [c.to_dict() for c in self.checks],
             "rehearsal": self.rehearsal,
             "seconds": round(self.seconds, 3),
+            "approval": _approval_record(self.approval),
         }
+
+
+def _approval_record(approval: Verification | None) -> dict[str, Any] | None:
+    """Who approved which digest, and when: what the apply's evidence keeps."""
+    if approval is None:
+        return None
+    return {
+        "required": approval.required,
+        "met": approval.met,
+        "digest": approval.digest,
+        "quorum": approval.quorum,
+        "missing": approval.missing,
+        "signers": approval.signers,
+    }
 
 
 def apply(
@@ -357,8 +404,10 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
     result = ApplyResult(plan.name, execute, mode)
     with ws.production() as session:
         pre = _precheck(cfg, evidence, plan, session, mode)
+        reader = session.privileges.user if session.privileges else None
     result.checks, result.gates = pre.checks, pre.gates
     result.rehearsal = pre.rehearsal.seq if pre.rehearsal else None
+    result.approval = pre.approval
     for artifact in plan.artifacts:
         if artifact.id in pre.ledger:
             result.artifacts.append(ArtifactRun.of(artifact, "already applied"))
@@ -396,10 +445,13 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
 
     record_hash = pre.rehearsal.hash if pre.rehearsal else None
     with ws.open_writer() as writer:
-        _ensure_ledger(writer, cfg)
+        _ensure_ledger(writer, cfg, reader)
+        _ensure_approval_columns(writer, cfg.rollout.ledger_schema)
         for index, artifact in enumerate(pre.selected):
             say(f"apply {artifact.id}")
-            run = _apply_with_retries(writer, cfg, evidence, plan, artifact, record_hash, say)
+            run = _apply_with_retries(
+                writer, cfg, evidence, plan, artifact, record_hash, say, pre.approval
+            )
             result.artifacts.append(run)
             evidence.append(ARTIFACT_KIND, {"plan": plan.name, **run.to_dict()})
             if not run.ok:
@@ -422,12 +474,13 @@ def _apply_with_retries(
     artifact: Artifact,
     rehearsal: str | None,
     say: Say,
+    approval: Verification | None = None,
 ) -> ArtifactRun:
     """Apply one artifact; a lock it waited `[rollout] lock_timeout` for is retried with
     backoff up to `[rollout] lock_retries` times, each attempt audited, then the plan halts."""
     attempts = 1 + cfg.rollout.lock_retries
     for attempt in range(1, attempts + 1):
-        run = _apply_artifact(writer, cfg, plan, artifact, rehearsal)
+        run = _apply_artifact(writer, cfg, plan, artifact, rehearsal, approval)
         if run.sqlstate != LOCK_NOT_AVAILABLE:
             return run
         evidence.audit(
@@ -452,7 +505,12 @@ def _apply_with_retries(
 
 
 def _apply_artifact(
-    writer: Session, cfg: Config, plan: Plan, artifact: Artifact, rehearsal: str | None
+    writer: Session,
+    cfg: Config,
+    plan: Plan,
+    artifact: Artifact,
+    rehearsal: str | None,
+    approval: Verification | None = None,
 ) -> ArtifactRun:
     run = ArtifactRun.of(artifact, "running")
     started = time.monotonic()
@@ -461,7 +519,7 @@ def _apply_artifact(
         with writer.write_transaction():
             _take_lock(writer, cfg, _lock_key(plan.name), **tag)
             # After the lock: what another applier committed meanwhile is visible now.
-            ledger = read_ledger(writer, plan.name)
+            ledger = read_ledger(writer, plan.name, schema=cfg.rollout.ledger_schema)
             row = ledger.get(artifact.id)
             if row is not None:
                 if row.checksum != artifact.checksum:
@@ -481,19 +539,20 @@ def _apply_artifact(
             run.expected, problems = artifact.expected(values)
             if problems:
                 raise _Halt("; ".join(problems))
-            stats_before = _xact_stats(writer)
+            meter = DeltaMeter(
+                writer, artifact, run.expected, ledger_schema=cfg.rollout.ledger_schema
+            )
             for statement in artifact.statements:
                 columns, rows = writer.apply(statement.sql, line=statement.line, **tag)
                 _keep_rows(run, columns, rows)
-            run.deltas = measure_deltas(stats_before, _xact_stats(writer))
-            run.mismatches = compare_deltas(run.deltas, run.expected)
+            run.deltas, run.mismatches = meter.finish(run.expected)
             run.stops = gates.evaluate_all(
                 artifact.stops, gates.read_values(writer, cfg, artifact.stop_names)
             )
             reason = _verdict(run)
             if reason:
                 raise _Halt(reason)
-            _insert_ledger(writer, plan, artifact, run, rehearsal)
+            _insert_ledger(writer, cfg, plan, artifact, run, rehearsal, approval)
         run.status = "applied"
     except _Halt as halt:
         run.status, run.reason = "halted", halt.reason
@@ -542,14 +601,44 @@ def watch(
         time.sleep(min(interval, remaining))
 
 
+def _ensure_approval_columns(writer: Session, schema: str) -> None:
+    """Add `digest` and `signers` to a ledger made before approvals existed."""
+    present = writer.scalar(
+        "select count(*) from pg_catalog.pg_attribute where attrelid = "
+        f"to_regclass({pgsql.Literal(ledger_name(schema)).as_string(None)}) "
+        "and attname in ('digest', 'signers') and not attisdropped"
+    )
+    if int(present) == 2:
+        return
+    with writer.write_transaction():
+        writer.apply(
+            pgsql.SQL(
+                "alter table {} add column if not exists digest text"
+                " check (digest ~ '^[0-9a-f]{{64}}$'),"
+                " add column if not exists signers jsonb not null default '[]'"
+            )
+            .format(pgsql.Identifier(schema, LEDGER_TABLE))
+            .as_string(None),
+            step="ledger",
+        )
+
+
 def _insert_ledger(
-    writer: Session, plan: Plan, artifact: Artifact, run: ArtifactRun, rehearsal: str | None
+    writer: Session,
+    cfg: Config,
+    plan: Plan,
+    artifact: Artifact,
+    run: ArtifactRun,
+    rehearsal: str | None,
+    approval: Verification | None = None,
 ) -> None:
+    signers = approval.signers if approval is not None else []
     statement = pgsql.SQL(
-        "insert into {} (plan, artifact, checksum, file, deltas, gates, stops, rehearsal)"
-        " values ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}::jsonb, {})"
+        "insert into {} (plan, artifact, checksum, file, deltas, gates, stops, rehearsal,"
+        " digest, signers)"
+        " values ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}::jsonb, {}, {}, {}::jsonb)"
     ).format(
-        pgsql.Identifier(LEDGER_SCHEMA, LEDGER_TABLE),
+        pgsql.Identifier(cfg.rollout.ledger_schema, LEDGER_TABLE),
         pgsql.Literal(plan.name),
         pgsql.Literal(artifact.id),
         pgsql.Literal(artifact.checksum),
@@ -558,5 +647,7 @@ def _insert_ledger(
         pgsql.Literal(json.dumps([g.to_dict() for g in run.gates], sort_keys=True, default=str)),
         pgsql.Literal(json.dumps([s.to_dict() for s in run.stops], sort_keys=True, default=str)),
         pgsql.Literal(rehearsal),
+        pgsql.Literal(approval.digest if approval is not None else None),
+        pgsql.Literal(json.dumps(signers, sort_keys=True)),
     )
     writer.apply(statement.as_string(None), step="ledger", plan=plan.name, artifact=artifact.id)

@@ -30,6 +30,7 @@ _DELTA = re.compile(
 )
 
 Counts = dict[str, dict[str, int]]
+ALL_ROWS = -1  # `-all`: every row the table held when the artifact's transaction began
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class ExpectedDelta:
     @property
     def text(self) -> str:
         sign = next(s for s, k in SIGNS.items() if k == self.kind)
-        return f"{self.table} {sign}{self.amount}"
+        amount = "all" if self.amount == ALL_ROWS else self.amount
+        return f"{self.table} {sign}{amount}"
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,7 @@ def _parse_delta(
     if match is None:
         raise BadInput(
             f"expect-delta {value!r}: write `schema.table +N` (+ inserted, ~ updated, "
-            "- deleted; N an integer or a counter name)",
+            "- deleted; N an integer, a counter name, or -all)",
             file=file,
             line=line,
         )
@@ -367,6 +369,15 @@ def _parse_delta(
     kind = SIGNS[match.group("sign")]
     raw_amount = match.group("amount")
     amount: int | str = int(raw_amount) if raw_amount.isdigit() else raw_amount
+    if amount == "all":
+        if kind != "deleted":
+            raise BadInput(
+                f"expect-delta {value!r}: `all` counts the rows a table held, which only "
+                "deleting removes: write `schema.table -all` (TRUNCATE, a delete of all rows)",
+                file=file,
+                line=line,
+            )
+        amount = ALL_ROWS
     if isinstance(amount, str) and amount not in known:
         choices = ", ".join(sorted(known)) or "none defined"
         raise BadInput(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pglast
 import psycopg
+from pglast import ast
+from psycopg import sql as pgsql
 
 from oneroof import connect
 from oneroof.connect import Session
+from oneroof.errors import BadInput
 from oneroof.gates import GateResult
-from oneroof.rollout.artifact import KINDS, SIGNS, Artifact, Counts
-from oneroof.rollout.ledger import LEDGER_SCHEMA
+from oneroof.rollout.artifact import ALL_ROWS, KINDS, SIGNS, Artifact, Counts
 from oneroof.sqltext import json_value
 
 SHOWN_ROWS = 10
@@ -94,12 +97,12 @@ def _psycopg_reason(exc: psycopg.Error) -> str:
     return f"PostgreSQL error: {first}" + (f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else "")
 
 
-def _xact_stats(session: Session) -> dict[str, tuple[int, int, int]]:
+def _xact_stats(session: Session, ledger_schema: str) -> dict[str, tuple[int, int, int]]:
     rows = session.internal(connect.XACT_TABLE_STATS)
     return {
         f"{schema}.{name}": (int(ins), int(upd), int(dele))
         for schema, name, ins, upd, dele in rows
-        if schema != LEDGER_SCHEMA
+        if schema != ledger_schema  # the ledger row is the apply's own bookkeeping
     }
 
 
@@ -117,12 +120,28 @@ def measure_deltas(
     return result
 
 
-def compare_deltas(measured: Counts, expected: Counts) -> list[str]:
-    """Every difference between measured and declared deltas (exact; undeclared must be 0)."""
+def compare_deltas(
+    measured: Counts, expected: Counts, ancestors: Mapping[str, list[str]] | None = None
+) -> list[str]:
+    """Every difference between measured and declared deltas (exact; undeclared must be 0).
+
+    A partition's rows count towards every partitioned table above it (`ancestors`): a
+    delta declared on the parent sums its partitions at any depth.
+    """
     problems: list[str] = []
     zero = dict.fromkeys(KINDS, 0)
-    for table in sorted(set(measured) | set(expected)):
-        got = measured.get(table, zero)
+    above = ancestors or {}
+    rolled: Counts = {table: dict(counts) for table, counts in measured.items()}
+    covered = set()
+    for table, counts in measured.items():
+        for parent in above.get(table, []):
+            if parent in expected:
+                covered.add(table)
+                total = rolled.setdefault(parent, dict(zero))
+                for kind in KINDS:
+                    total[kind] = total.get(kind, 0) + counts.get(kind, 0)
+    for table in sorted((set(measured) - covered) | set(expected)):
+        got = rolled.get(table, zero)
         want = expected.get(table)
         if want is None:
             shown = " ".join(f"{s}{got[k]}" for s, k in SIGNS.items() if got.get(k))
@@ -134,6 +153,92 @@ def compare_deltas(measured: Counts, expected: Counts) -> list[str]:
                     f"{table} {sign}: {got.get(kind, 0)} {kind}, expected {want.get(kind, 0)}"
                 )
     return problems
+
+
+class DeltaMeter:
+    """An artifact's exact deltas in its own transaction, read from the transaction's own
+    statistics: TRUNCATE counted from the rows before and after it, partitions summed into
+    the partitioned tables declared above them, at any depth."""
+
+    def __init__(
+        self, session: Session, artifact: Artifact, expected: Counts, *, ledger_schema: str
+    ) -> None:
+        self.session = session
+        self.ledger_schema = ledger_schema
+        self.truncated = _truncated(artifact)
+        counted = set(self.truncated) | {
+            table for table, kinds in expected.items() if kinds.get("deleted") == ALL_ROWS
+        }
+        self.rows_before = {table: _count(session, table) for table in sorted(counted)}
+        self.before = _xact_stats(session, ledger_schema)
+
+    def finish(self, expected: Counts) -> tuple[Counts, list[str]]:
+        """The measured deltas and every difference from `expected` (exact)."""
+        deltas = measure_deltas(self.before, _xact_stats(self.session, self.ledger_schema))
+        for table in self.truncated:
+            # the statistics do not count TRUNCATE: the rows before and after it do
+            after = _count(self.session, table)
+            deltas[table] = {"inserted": after, "updated": 0, "deleted": self.rows_before[table]}
+        wanted = {
+            table: {
+                kind: self.rows_before.get(table, 0) if amount == ALL_ROWS else amount
+                for kind, amount in kinds.items()
+            }
+            for table, kinds in expected.items()
+        }
+        ancestors = {
+            table: [
+                str(row[0]) for row in self.session.internal(connect.PARTITION_ANCESTORS, (table,))
+            ]
+            for table in deltas
+            if table not in wanted and table not in self.truncated
+        }
+        return deltas, compare_deltas(deltas, wanted, ancestors)
+
+
+def require_tables(session: Session, artifacts: Iterable[Artifact]) -> None:
+    """Refuse (`BadInput`, naming file and line) an expect-delta table the database lacks."""
+    declared = [(a, d) for a in artifacts for d in a.deltas]
+    if not declared:
+        return
+    names = sorted({d.table for _, d in declared})
+    quoted = [pgsql.Identifier(*t.split(".", 1)).as_string(None) for t in names]
+    statement = pgsql.SQL(
+        "select t, pg_catalog.to_regclass(t) is not null from pg_catalog.unnest({}::text[]) t"
+    ).format(pgsql.Literal(quoted))
+    rows = session.execute(statement.as_string(None))
+    exists = dict(zip(names, (bool(r[1]) for r in rows), strict=True))
+    for artifact, delta in declared:
+        if not exists[delta.table]:
+            raise BadInput(
+                f"expect-delta {delta.text}: no table {delta.table} in "
+                f"{session.identity.database} (a misspelled name?)",
+                file=artifact.file,
+                line=delta.line,
+            )
+
+
+def _truncated(artifact: Artifact) -> list[str]:
+    """The tables the artifact's TRUNCATE statements name, as `schema.table`."""
+    found: list[str] = []
+    for statement in artifact.statements:
+        try:
+            nodes = pglast.parse_sql(statement.sql)
+        except pglast.parser.ParseError:
+            continue
+        for raw in nodes:
+            node = raw.stmt
+            if isinstance(node, ast.TruncateStmt):
+                for relation in node.relations or ():
+                    schema = relation.schemaname or "public"
+                    found.append(f"{schema}.{relation.relname}")
+    return sorted(set(found))
+
+
+def _count(session: Session, table: str) -> int:
+    schema, _, name = table.partition(".")
+    statement = pgsql.SQL("select count(*) from {}").format(pgsql.Identifier(schema, name))
+    return int(session.scalar(statement.as_string(None)))
 
 
 def _keep_rows(run: ArtifactRun, columns: list[str], rows: list[tuple[Any, ...]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql as pgsql
@@ -14,9 +14,13 @@ from oneroof.connect import Session
 from oneroof.rollout.artifact import Counts
 from oneroof.sqltext import setting_ms
 
-LEDGER_SCHEMA = "oneroof"
+LEDGER_SCHEMA = "oneroof"  # the default of `[rollout] ledger_schema`
 LEDGER_TABLE = "rollout_ledger"
-LEDGER = f"{LEDGER_SCHEMA}.{LEDGER_TABLE}"
+
+
+def ledger_name(schema: str) -> str:
+    """The ledger table of `schema`, qualified (the schema is a plain name, checked by config)."""
+    return f"{schema}.{LEDGER_TABLE}"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class LedgerRow:
     applied_at: str
     applied_by: str
     deltas: Counts
+    digest: str | None = None  # the plan digest the approvals signed (oneroof.approvals)
+    signers: list[dict[str, Any]] = field(default_factory=list)  # {signer, level, signed_at}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,12 +44,25 @@ class LedgerRow:
             "applied_at": self.applied_at,
             "applied_by": self.applied_by,
             "deltas": self.deltas,
+            "digest": self.digest,
+            "signers": self.signers,
         }
 
 
-LEDGER_DDL = (
-    f"create schema if not exists {LEDGER_SCHEMA}",
-    f"""create table if not exists {LEDGER} (
+def ledger_ddl(schema: str, reader: str | None = None) -> tuple[str, ...]:
+    """The statements the first apply runs to make the ledger in `schema`, readable by
+    `reader` (the production reader's role, on any major: 13 has no pg_read_all_data)."""
+    ledger = ledger_name(schema)
+    grants: tuple[str, ...] = ()
+    if reader:
+        role = pgsql.Identifier(reader).as_string(None)
+        grants = (
+            f"grant usage on schema {schema} to {role}",
+            f"grant select on {ledger} to {role}",
+        )
+    return (
+        f"create schema if not exists {schema}",
+        f"""create table if not exists {ledger} (
     id bigint generated always as identity primary key,
     plan text not null,
     artifact text not null,
@@ -57,34 +76,47 @@ LEDGER_DDL = (
     gates jsonb not null,
     stops jsonb not null,
     rehearsal text,
+    digest text check (digest ~ '^[0-9a-f]{{64}}$'),
+    signers jsonb not null default '[]',
     unique (plan, artifact)
 )""",
-    f"comment on table {LEDGER} is 'oneroof rollout ledger: one row per artifact applied, "
-    "written in the artifact''s own transaction'",
-)
+        f"comment on table {ledger} is 'oneroof rollout ledger: one row per artifact applied, "
+        "written in the artifact''s own transaction'",
+        *grants,
+    )
 
 
 def _literal(value: Any) -> str:
     return pgsql.Literal(value).as_string(None)
 
 
-def _ledger_exists(session: Session) -> bool:
-    return bool(session.scalar(f"select to_regclass({_literal(LEDGER)}) is not null"))
+def _ledger_exists(session: Session, schema: str) -> bool:
+    ledger = _literal(ledger_name(schema))
+    return bool(session.scalar(f"select to_regclass({ledger}) is not null"))
 
 
-def read_ledger(session: Session, plan_name: str) -> dict[str, LedgerRow]:
+def read_ledger(session: Session, plan_name: str, *, schema: str) -> dict[str, LedgerRow]:
     """The ledger rows of a plan (empty when no apply ever created the ledger)."""
-    if not _ledger_exists(session):
+    if not _ledger_exists(session, schema):
         return {}
     rows = session.execute(
-        "select artifact, checksum, applied_at::text, applied_by, deltas::text"
-        f" from {LEDGER} where plan = {_literal(plan_name)} order by id"
+        "select artifact, checksum, applied_at::text, applied_by, deltas::text,"
+        # through to_jsonb: a ledger made before digest and signers existed reads as well
+        " to_jsonb(l) ->> 'digest', coalesce(to_jsonb(l) -> 'signers', '[]')::text"
+        f" from {ledger_name(schema)} l where plan = {_literal(plan_name)} order by id"
     )
     return {
         str(artifact): LedgerRow(
-            plan_name, str(artifact), str(checksum), str(at), str(by), json.loads(deltas)
+            plan_name,
+            str(artifact),
+            str(checksum),
+            str(at),
+            str(by),
+            json.loads(deltas),
+            str(digest) if digest else None,
+            json.loads(signers),
         )
-        for artifact, checksum, at, by, deltas in rows
+        for artifact, checksum, at, by, deltas, digest, signers in rows
     }
 
 
@@ -106,12 +138,21 @@ def _take_lock(writer: Session, cfg: Config, key: int, **audit: Any) -> None:
         writer.apply("SET LOCAL client_connection_check_interval = '1s'", step="lock", **audit)
 
 
-def _ensure_ledger(writer: Session, cfg: Config) -> None:
-    if _ledger_exists(writer):
+def _ensure_ledger(writer: Session, cfg: Config, reader: str | None) -> None:
+    schema = cfg.rollout.ledger_schema
+    if _ledger_exists(writer, schema):
         return
     with writer.write_transaction():
-        _take_lock(writer, cfg, _lock_key(LEDGER), target="ledger")
-        if _ledger_exists(writer):
+        _take_lock(writer, cfg, _lock_key(ledger_name(schema)), target="ledger")
+        if _ledger_exists(writer, schema):
             return
-        for statement in LEDGER_DDL:
+        for statement in ledger_ddl(schema, reader):
             writer.apply(statement, step="ledger")
+
+
+def applied_artifacts(session: Session, *, schema: str) -> set[str]:
+    """Every artifact the ledger of this database records, as `plan/artifact`."""
+    if not _ledger_exists(session, schema):
+        return set()
+    rows = session.execute(f"select plan, artifact from {ledger_name(schema)}")
+    return {f"{plan}/{artifact}" for plan, artifact in rows}

@@ -6,11 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from oneroof import gates
+from oneroof import approvals, gates
+from oneroof.approvals import Verification
 from oneroof.config import Config
 from oneroof.connect import Session
 from oneroof.gates import GateResult
 from oneroof.rollout.artifact import Artifact, Plan
+from oneroof.rollout.deltas import require_tables
 from oneroof.rollout.ledger import LedgerRow, read_ledger
 from oneroof.rollout.linting import LintFinding, lint
 from oneroof.rollout.rehearsal import REHEARSAL_KIND
@@ -28,6 +30,7 @@ class PlanStatus:
     rehearsal: dict[str, Any] | None
     rehearsal_matches: bool
     gates: list[tuple[str, GateResult]]
+    approval: Verification | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,7 @@ class PlanStatus:
             "rehearsal": self.rehearsal,
             "rehearsal_matches_checksums": self.rehearsal_matches,
             "gates": [{"artifact": a, **g.to_dict()} for a, g in self.gates],
+            "approval": self.approval.to_dict() if self.approval is not None else None,
         }
 
 
@@ -53,7 +57,7 @@ def status(ws: Workspace, plan: Plan) -> PlanStatus:
     """Read the ledger and the gates on production (through the guard); the latest rehearsal."""
     cfg, evidence = ws.cfg, ws.evidence
     with ws.production() as session, session.transaction():
-        ledger = read_ledger(session, plan.name)
+        ledger = read_ledger(session, plan.name, schema=cfg.rollout.ledger_schema)
         results = _gate_values(cfg, session, plan.artifacts)
     latest = None
     for record in reversed(evidence.records(REHEARSAL_KIND)):
@@ -80,6 +84,7 @@ def status(ws: Workspace, plan: Plan) -> PlanStatus:
         rehearsal=summary,
         rehearsal_matches=bool(latest and latest.payload.get("checksums") == plan.checksums),
         gates=results,
+        approval=approvals.evaluate(cfg, evidence, plan),
     )
 
 
@@ -107,6 +112,7 @@ def describe(ws: Workspace, plan: Plan) -> PlanReport:
     """Lint every artifact and read each gate's value on production now."""
     findings, note = lint(plan)
     with ws.production() as session, session.transaction():
-        applied = list(read_ledger(session, plan.name))
+        require_tables(session, plan.artifacts)
+        applied = list(read_ledger(session, plan.name, schema=ws.cfg.rollout.ledger_schema))
         results = _gate_values(ws.cfg, session, plan.artifacts)
     return PlanReport(plan, findings, note, results, applied)

@@ -18,13 +18,12 @@ from oneroof.residue import Bracket
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.deltas import (
     ArtifactRun,
+    DeltaMeter,
     _Halt,
     _keep_rows,
     _psycopg_reason,
     _verdict,
-    _xact_stats,
-    compare_deltas,
-    measure_deltas,
+    require_tables,
 )
 from oneroof.rollout.ledger import LedgerRow, read_ledger
 from oneroof.workspace import Workspace
@@ -100,9 +99,10 @@ def _rehearse(
     started = time.monotonic()
     marker = connect.read_marker(session) or {}
     source = marker.get("source_fingerprint")
+    require_tables(session, plan.artifacts)
     say(f"rehearse {plan.name} on {session.identity.database}: fingerprint before")
     bracket = Bracket.open(session)
-    clone_ledger = read_ledger(session, plan.name)
+    clone_ledger = read_ledger(session, plan.name, schema=cfg.rollout.ledger_schema)
     runs: list[ArtifactRun] = []
     already: list[str] = []
     try:
@@ -177,12 +177,14 @@ def _rehearse_artifact(session: Session, cfg: Config, artifact: Artifact) -> Art
             values = gates.read_values(session, cfg, artifact.gate_names | artifact.delta_names)
             run.gates = gates.evaluate_all(artifact.gates, values)  # reported, never blocking
             run.expected, problems = artifact.expected(values)
-            stats_before = _xact_stats(session)
+            meter = DeltaMeter(
+                session, artifact, run.expected, ledger_schema=cfg.rollout.ledger_schema
+            )
             for statement in artifact.statements:
                 columns, rows = session.query(statement.sql)
                 _keep_rows(run, columns, rows)
-            run.deltas = measure_deltas(stats_before, _xact_stats(session))
-            run.mismatches = problems + compare_deltas(run.deltas, run.expected)
+            run.deltas, mismatches = meter.finish(run.expected)
+            run.mismatches = problems + mismatches
             stop_values = gates.read_values(session, cfg, artifact.stop_names)
             run.stops = gates.evaluate_all(artifact.stops, stop_values)
             reason = _verdict(run)

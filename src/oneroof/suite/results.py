@@ -119,11 +119,19 @@ class RunResult:
         return None if self.residue is None else self.residue.free
 
     @property
-    def ok(self) -> bool:
-        """All checks and assertions that apply passed, no step failed, no residue is left.
+    def nothing_checked(self) -> bool:
+        """No check or assertion applied to the target: such a run proves nothing."""
+        return self.total == 0
 
-        Not-applicable items neither pass nor fail the run; they are shown and counted apart.
+    @property
+    def ok(self) -> bool:
+        """Something was checked, all that applies passed, no step failed, no residue is left.
+
+        Not-applicable items neither pass nor fail the run; they are shown and counted apart,
+        but a run in which every item was not applicable (or that had none) is not a pass.
         """
+        if self.nothing_checked:
+            return False
         for item in self.items:
             if item.status in FAILING:
                 return False
@@ -138,6 +146,8 @@ class RunResult:
     def summary(self) -> str:
         """One line, e.g. `26/26 passed, residue-free, rollback-only`."""
         parts = [f"{self.passed}/{self.total} passed"]
+        if self.nothing_checked:
+            parts = ["nothing was checked"]
         if self.not_applicable:
             parts.append(f"{self.not_applicable} not applicable to production")
         failed_steps = sum(1 for i in self.items if not i.counted and i.status in FAILING)
@@ -160,6 +170,7 @@ class RunResult:
             "summary": self.summary(),
             "passed": self.passed,
             "total": self.total,
+            "nothing_checked": self.nothing_checked,
             "counts": self.counts(),
             "residue_free": self.residue_free,
             "residue": self.residue.to_dict() if self.residue is not None else None,

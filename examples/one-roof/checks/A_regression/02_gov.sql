@@ -28,11 +28,12 @@ from gov.os_proposal_approvals ap
 left join core.actors a on a.id = ap.actor_id
 where a.id is null or a.level <> ap.level;
 
--- check: approval_signatures_are_sha256_hex
+-- check: approval_signatures_are_hex
 -- expect: empty
+-- an Ed25519 signature (128 hex digits) or generate.py's 64-hex stand-in token
 select ap.proposal_code, ap.actor_id
 from gov.os_proposal_approvals ap
-where ap.signature !~ '^[0-9a-f]{64}$';
+where ap.signature !~ '^([0-9a-f]{64}|[0-9a-f]{128})$';
 
 -- check: ratified_proposals_carry_required_level
 -- expect: empty
