@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint bench clean majors
+.PHONY: setup demo test test-all test-reflink test-browser lint bench clean majors
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,36 @@ test: $(STAMP) majors
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2
 
+# Resets by file clone on a loop-mounted XFS image with reflinks (root): xfsprogs from
+# Debian where it is missing, then those tests (they skip naming what is still missing).
+test-reflink: $(STAMP)
+	@if ! command -v mkfs.xfs >/dev/null && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q --no-install-recommends xfsprogs >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null 2>&1 \
+	        && apt-get install -y -q --no-install-recommends xfsprogs >/dev/null 2>&1) \
+	    || echo "xfsprogs not installed: the reflink tests will skip"; \
+	fi
+	$(BIN)/pytest -rs tests/test_reflink.py
+
+# The dashboard in headless Chromium: Debian's chromium where it is missing (root), then
+# those tests over a real `oneroof serve`; screenshots are kept in test-artifacts/browser/.
+test-browser: $(STAMP)
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null 2>&1 \
+	        && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1) \
+	    || echo "chromium not installed: the browser tests will skip"; \
+	fi
+	@if ! command -v pdftotext >/dev/null && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q --no-install-recommends poppler-utils >/dev/null 2>&1 \
+	    || echo "poppler-utils not installed: the PDF report's text is not read"; \
+	fi
+	$(BIN)/pytest -rs tests/test_browser.py \
+	  tests/test_report.py::test_the_pdf_has_page_numbers_and_the_report_id
+
 test-all: $(STAMP) majors
 	$(BIN)/pytest -n 2 -m ''
 
@@ -50,8 +80,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/suite.py
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/api.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/masking.py --size-mb 256
+	$(BIN)/python bench/reset.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(MAJORS)

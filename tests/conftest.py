@@ -12,7 +12,7 @@ import pytest
 from oneroof import config
 from oneroof.evidence import Evidence
 
-pytest_plugins = ("fix_pg", "fix_rollout", "fix_clone", "fix_report", "fix_suite")
+pytest_plugins = ("fix_pg", "fix_rollout", "fix_clone", "fix_report", "fix_suite", "fix_served")
 
 
 @dataclass

@@ -52,7 +52,16 @@ def test_three_sections_are_a_valid_workspace(tmp_path: Path) -> None:
         ("[production]\ndsn = 'x'\n[guard]\nclone_name_pattern = '(['\n", 4, "regular expression"),
         ("[production]\ndsn = 'x'\n[[objective]]\nid = 'A'\n", 3, "objective[0].title"),
         ("[production]\ndsn = 'x\n", 2, "not valid TOML"),
-        ("[production]\ndsn = 'x'\n[unknown]\na = 1\n", 3, "unknown: unknown key"),
+        ("[production]\ndsn = 'x'\n[unknown]\na = 1\n", 3, "unknown: unknown section (known:"),
+        # a typo names what it most likely meant, before what it left missing
+        ("[prodution]\ndsn = 'x'\n", 1, "prodution: unknown section (did you mean [production]?)"),
+        ("[production]\ndns = 'x'\n", 2, "production.dns: unknown key (did you mean dsn?)"),
+        ("[production]\ndsn = 'x'\n[clone]\nmax_aeg = '1h'\n", 4, "did you mean max_age?"),
+        (
+            "[production]\ndsn = 'x'\n[[objective]]\nid = 'A'\ntitle = 't'\nsuite = []\n",
+            6,
+            "objective[0].suite: unknown key (did you mean suites?)",
+        ),
     ],
 )
 def test_config_errors_name_file_key_and_line(

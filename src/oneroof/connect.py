@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ MARKER_KEY = "oneroof_clone"
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
 
 
+class SnapshotTooOld(DatabaseError):
+    """A production read transaction outlived `[production] max_snapshot_seconds`: ended."""
+
+
 @dataclass(frozen=True)
 class ServerIdentity:
     """Who a session is talking to: cluster, address and database."""
@@ -50,6 +55,18 @@ class ServerIdentity:
     database: str
     server_version: str
     server_version_num: int
+    started: str = ""  # pg_postmaster_start_time(): tells a physical copy from its original
+
+    def same_instance(self, other: ServerIdentity) -> bool:
+        """True when both are the very same running server: one cluster (system identifier)
+        started at the same instant, or at one address. A physical copy of a cluster (a
+        promoted standby, a ZFS or LVM snapshot started elsewhere) shares its system
+        identifier and nothing else."""
+        if not self.same_cluster(other):
+            return False
+        if self.started and other.started:
+            return self.started == other.started
+        return (self.host, self.port) == (other.host, other.port)
 
     def same_cluster(self, other: ServerIdentity) -> bool:
         """True when both are one cluster: the same system identifier (when both are known),
@@ -97,13 +114,18 @@ FORMAT_SETTINGS = (
 IDENTITY_QUERY = (
     "select (select system_identifier::text from pg_catalog.pg_control_system()),"
     " current_database()::text, current_setting('server_version'),"
-    " current_setting('server_version_num')::int"
+    " current_setting('server_version_num')::int, pg_catalog.pg_postmaster_start_time()::text"
 )
 IDENTITY_QUERY_FALLBACK = (
     "select null::text, current_database()::text, current_setting('server_version'),"
-    " current_setting('server_version_num')::int"
+    " current_setting('server_version_num')::int, pg_catalog.pg_postmaster_start_time()::text"
 )
 READ_ONLY_PROOF = "SHOW default_transaction_read_only"
+# A hot standby of production ([production] replica_dsn) proves it is one: in recovery, and
+# (with IDENTITY_QUERY) the primary's system identifier.
+STANDBY_PROOF = "select pg_catalog.pg_is_in_recovery()"
+REPLAY_LSN = "select pg_catalog.pg_last_wal_replay_lsn()::text"
+PRIMARY_LSN = "select pg_catalog.pg_current_wal_lsn()::text"
 # The last statement of every production transaction: NULL proves that the transaction
 # changed nothing (no row, sequence, catalog entry or temporary table), whatever else the
 # server was doing meanwhile.
@@ -136,6 +158,9 @@ _INTERNAL_EXACT = frozenset(
         IDENTITY_QUERY,
         IDENTITY_QUERY_FALLBACK,
         READ_ONLY_PROOF,
+        STANDBY_PROOF,
+        REPLAY_LSN,
+        PRIMARY_LSN,
         READ_ONLY_PROBE,
         WRITE_PROOF,
         XACT_TABLE_STATS,
@@ -151,7 +176,13 @@ _INTERNAL_EXACT = frozenset(
 )
 
 
-_WRITER_SHAPES = frozenset({BEGIN_READ_WRITE, COMMIT, ROLLBACK})
+# A `transaction: none` artifact's statements run in no transaction block, so the writer's
+# session, opened read-only, turns read-write around them and back (`outside_transaction`).
+SESSION_READ_WRITE = "SET default_transaction_read_only = off"
+SESSION_READ_ONLY = "SET default_transaction_read_only = on"
+_WRITER_SHAPES = frozenset(
+    {BEGIN_READ_WRITE, COMMIT, ROLLBACK, SESSION_READ_WRITE, SESSION_READ_ONLY}
+)
 _LOCAL_TIMEOUT = re.compile(r"^SET LOCAL statement_timeout = '\d+ms'$")
 
 
@@ -201,6 +232,12 @@ def _connect(dsn: str, role: str, key: str, **overrides: Any) -> psycopg.Connect
     except psycopg.OperationalError as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[0].rsplit("failed:", 1)[-1].strip() if lines else "no answer"
+        # the server answered: there is no clone yet (libpq gives no SQLSTATE at connect)
+        if role == "clone" and re.search(r'database ".*" does not exist', reason):
+            raise ServerUnreachable(
+                f"no clone at {_describe(dsn)}: {redact_message(reason, dsn)} — make it with "
+                "`oneroof clone create` (or name another with --name)"
+            ) from None
         raise ServerUnreachable(
             f"cannot reach the {role} server at {_describe(dsn)}: {redact_message(reason, dsn)}"
             f" — check that the server is running, the host, port and database in {key}, "
@@ -231,6 +268,7 @@ class Session:
         self.catalog = catalog
         self._in_transaction = False
         self._writing = False
+        self._standalone = False  # inside `outside_transaction`
         self._savepoints = 0
         self._sent: list[str] = []  # guarded statements of the open transaction
         self.writer = False
@@ -239,6 +277,13 @@ class Session:
         self.privileged_allowed = False
         # the longest statement timeout a transaction may set: production's own, never more
         self.max_timeout_ms: int | None = None
+        # [production] max_snapshot_seconds: checked before each statement of a transaction
+        self.max_snapshot_seconds: float | None = None
+        self._began: float | None = None  # when the open transaction began (monotonic)
+        self._first_read: float | None = None  # its first guarded statement: locks from then
+        self._age_limited = False
+        self._expired = False
+        self.audit_tags: dict[str, Any] = {}  # added to each audit record (a standby says so)
         if read_identity:
             self.identity = self._read_identity()
 
@@ -246,7 +291,7 @@ class Session:
 
     def _audit(self, kind: str, statement: str, outcome: str, **extra: Any) -> None:
         if self.role == PRODUCTION and self.evidence is not None:
-            self.evidence.audit(self.role, kind, statement, outcome, **extra)
+            self.evidence.audit(self.role, kind, statement, outcome, **self.audit_tags, **extra)
 
     def _send(
         self, statement: str, params: Sequence[Any] | None, kind: str
@@ -288,7 +333,8 @@ class Session:
         if not verdict.allowed:
             self._audit(verdict.kind, statement, "refused", reason=verdict.reason)
             verdict.raise_if_refused(statement, self.role)
-        if self._in_transaction:
+        if self._in_transaction or self._expired:
+            self._check_age()
             self._audit(verdict.kind, statement, "sent")
             self._sent.append(statement)
             return self._send(statement, params, verdict.kind)
@@ -321,10 +367,11 @@ class Session:
             if not verdict.allowed:
                 self._audit(verdict.kind, statement, "refused", reason=verdict.reason)
                 verdict.raise_if_refused(statement, self.role)
-            if not self._in_transaction:
+            if not self._in_transaction and not self._expired:
                 with self.transaction():
                     yield from self.copy_out(statement)
                 return
+            self._check_age()
             self._audit(verdict.kind, statement, "sent")
             self._sent.append(statement)
         try:
@@ -344,11 +391,15 @@ class Session:
         snapshot: str | None = None,
         force_rollback: bool = True,
         consistent: bool = False,
+        hold_snapshot: bool = False,
     ) -> Iterator[Session]:
         """One transaction, rolled back unless `force_rollback=False`.
 
         On production always REPEATABLE READ READ ONLY. Elsewhere a plain read-write
         transaction, or a REPEATABLE READ READ ONLY one with `consistent=True` or a snapshot.
+        `max_snapshot_seconds` ends a transaction that is older at its next statement, unless
+        it imports a snapshot (the exporting transaction decides) or `hold_snapshot` (the
+        dump's: pg_dump holds that snapshot for its whole run anyway).
         """
         if self._in_transaction:
             raise DatabaseError("a transaction is already open on this session")
@@ -356,8 +407,7 @@ class Session:
         if self.role == PRODUCTION or consistent or snapshot is not None:
             begin = BEGIN_READ_ONLY
         self.internal(begin)
-        self._in_transaction = True
-        self._sent = []
+        self._begin_clock(limited=snapshot is None and not hold_snapshot)
         try:
             if snapshot is not None:
                 if not _SNAPSHOT_ID.match(snapshot):
@@ -365,10 +415,64 @@ class Session:
                 self.internal(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             yield self
         except BaseException:
-            self._end(ROLLBACK)
+            if self._in_transaction:
+                self._end(ROLLBACK)
             raise
         else:
-            self._end(ROLLBACK if force_rollback else COMMIT)
+            if self._in_transaction:
+                self._end(ROLLBACK if force_rollback else COMMIT)
+        finally:
+            self._expired = False
+
+    def _begin_clock(self, *, limited: bool) -> None:
+        self._in_transaction = True
+        self._sent = []
+        self._began = time.monotonic()
+        self._first_read = None
+        self._age_limited = limited
+        self._expired = False
+
+    def snapshot_age(self) -> float:
+        """Seconds the open transaction has held its snapshot (0 outside a transaction)."""
+        if not self._in_transaction or self._began is None:
+            return 0.0
+        return time.monotonic() - self._began
+
+    def snapshot_due(self) -> bool:
+        """True when the open transaction is older than `max_snapshot_seconds`."""
+        limit = self.max_snapshot_seconds
+        return limit is not None and self._in_transaction and self.snapshot_age() > limit
+
+    def renew_snapshot(self) -> None:
+        """End the open read-only transaction (with its write proof) and begin another like
+        it: the statements after this see a new snapshot (a fingerprint past its limit)."""
+        if not self._in_transaction or self._writing:
+            raise DatabaseError("renew_snapshot needs an open read-only transaction")
+        limited = self._age_limited
+        self._end(ROLLBACK)
+        self.internal(BEGIN_READ_ONLY)
+        self._begin_clock(limited=limited)
+
+    def _check_age(self) -> None:
+        """Refuse a statement in a transaction ended for its age; end one past the limit."""
+        if self._expired:
+            raise SnapshotTooOld(
+                "this production transaction was ended: it held its snapshot longer than "
+                f"[production] max_snapshot_seconds = {self.max_snapshot_seconds:g}"
+            )
+        if self._first_read is None:
+            self._first_read = time.monotonic()
+        if not self._age_limited or not self.snapshot_due():
+            return
+        age = self.snapshot_age()
+        self._end(ROLLBACK)
+        self._expired = True
+        raise SnapshotTooOld(
+            f"a production read transaction held its snapshot for {age:.1f}s, longer than "
+            f"[production] max_snapshot_seconds = {self.max_snapshot_seconds:g}: it was ended "
+            "(vacuum on production waits for the oldest snapshot). Lower the work per "
+            "transaction, raise the limit, or read from a standby ([production] replica_dsn)"
+        )
 
     def _end(self, statement: str, *, writing: bool = False) -> None:
         self._in_transaction = False
@@ -378,6 +482,12 @@ class Session:
         proof: dict[str, Any] = {}
         if self.role == PRODUCTION:
             proof = self._write_proof(writing)
+            ended = time.monotonic()
+            if self._began is not None:
+                # how long the snapshot, and the ACCESS SHARE locks of its reads, were held
+                proof["seconds"] = round(ended - self._began, 3)
+                proof["lock_seconds"] = round(ended - (self._first_read or ended), 3)
+            self._began = self._first_read = None
         try:
             self.internal(statement, **proof)
         except psycopg.Error:
@@ -423,9 +533,8 @@ class Session:
         if self._in_transaction:
             raise DatabaseError("a transaction is already open on this session")
         self.internal(BEGIN_READ_WRITE if self.role == PRODUCTION else BEGIN_CLONE)
-        self._in_transaction = True
+        self._begin_clock(limited=False)
         self._writing = True
-        self._sent = []
         try:
             yield self
         except BaseException:
@@ -436,11 +545,35 @@ class Session:
             self._writing = False
             self._end(COMMIT, writing=True)
 
+    @contextmanager
+    def outside_transaction(self) -> Iterator[Session]:
+        """The writer's statements in no transaction block, each committing on its own: the
+        `transaction: none` artifacts (CREATE INDEX CONCURRENTLY, …) of a gated apply only.
+
+        `apply` sends them (audited) while no transaction is open; a read in between still
+        runs in its own READ ONLY transaction with its write proof.
+        """
+        if self.role == PRODUCTION and not self.writer:
+            raise ForbiddenAction("refused: this production session is read-only")
+        if self._in_transaction:
+            raise DatabaseError("a transaction is already open on this session")
+        if self.role == PRODUCTION:
+            self.internal(SESSION_READ_WRITE)
+        self._standalone = True
+        try:
+            yield self
+        finally:
+            self._standalone = False
+            if self.role == PRODUCTION and not self._conn.closed:
+                self.internal(SESSION_READ_ONLY)
+
     def apply(
         self, statement: str, params: Sequence[Any] | None = None, **audit: Any
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Send one statement of a gated artifact inside `write_transaction` (audited)."""
-        if self.role == PRODUCTION and not (self.writer and self._writing):
+        """Send one statement of a gated artifact inside `write_transaction`, or in no
+        transaction inside `outside_transaction` (audited)."""
+        alone = self._standalone and not self._in_transaction
+        if self.role == PRODUCTION and not (self.writer and (self._writing or alone)):
             raise ForbiddenAction("refused: writes to production only inside a gated apply")
         verdict = _classify(statement, self.catalog)
         if verdict.kind in (guard.Kind.TRANSACTION, guard.Kind.MULTI, guard.Kind.UNPARSEABLE):
@@ -452,6 +585,8 @@ class Session:
             )
         self._audit(verdict.kind, statement, "apply", **audit)
         self._sent.append(statement)
+        if self._first_read is None:
+            self._first_read = time.monotonic()
         return self._send(statement, params, verdict.kind)
 
     def set_statement_timeout(self, milliseconds: int) -> int:
@@ -504,6 +639,7 @@ class Session:
             database=row[1],
             server_version=row[2],
             server_version_num=row[3],
+            started=str(row[4] or ""),
         )
 
     def setting(self, name: str) -> str:
@@ -531,6 +667,9 @@ class Session:
 
 class ProductionSession(Session):
     """A guarded, read-only, audited session on production; its raw connection stays inside."""
+
+    dsn_setting: Dsn | None = None  # the configured DSN it was opened with (pg_dump uses it)
+    standby = False  # a hot standby of production ([production] replica_dsn)
 
 
 class _Raw(Session):
@@ -612,7 +751,12 @@ def open_production(config: Config, evidence: Evidence) -> ProductionSession:
 
 
 def _open_production(
-    config: Config, evidence: Evidence, dsn_setting: Dsn, *, applier: bool
+    config: Config,
+    evidence: Evidence,
+    dsn_setting: Dsn,
+    *,
+    applier: bool,
+    standby_of: ServerIdentity | None = None,
 ) -> ProductionSession:
     dsn = dsn_setting.resolve()
     max_timeout_ms = statement_timeout_ms(config)
@@ -623,16 +767,116 @@ def _open_production(
         options=production_options(config),
         application_name="oneroof-apply" if applier else "oneroof",
     )
+    tags = {"server": "standby"} if standby_of is not None else {}
     try:
-        evidence.audit(PRODUCTION, guard.Kind.INTERNAL, "-- connect", "sent", target=_describe(dsn))
+        evidence.audit(
+            PRODUCTION, guard.Kind.INTERNAL, "-- connect", "sent", target=_describe(dsn), **tags
+        )
         session = ProductionSession(conn, PRODUCTION, evidence, None, read_identity=False)
+        session.audit_tags = tags
+        session.dsn_setting = dsn_setting
         session.max_timeout_ms = max_timeout_ms
+        session.max_snapshot_seconds = config.production.max_snapshot_seconds
         with session.transaction():  # the session's setup is one proven transaction too
             _set_up(session, config, evidence, applier)
+            if standby_of is not None:
+                _prove_standby(session, config, standby_of)
         return session
     except BaseException:
         conn.close()
         raise
+
+
+def _prove_standby(session: ProductionSession, config: Config, primary: ServerIdentity) -> None:
+    """Refuse a `replica_dsn` that is not a hot standby of this very production."""
+    line = config.line_of("production", "replica_dsn")
+    recovering = session.internal(STANDBY_PROOF)
+    if not recovering or recovering[0][0] is not True:
+        raise ConfigError(
+            f"production.replica_dsn: {session.identity.host}:{session.identity.port} is not in "
+            "recovery, so it is not a hot standby (pg_is_in_recovery() is false); point it at "
+            "a standby of production, or remove it to read the primary",
+            file=config.file,
+            line=line,
+        )
+    here, there = session.identity.system_identifier, primary.system_identifier
+    if here.startswith("unknown@") or here != there:
+        raise ConfigError(
+            f"production.replica_dsn: {session.identity.host}:{session.identity.port} is a "
+            f"standby of cluster {here}, not of production (system identifier {there}); "
+            "point it at a standby of production",
+            file=config.file,
+            line=line,
+        )
+    if session.identity.database.casefold() != primary.database.casefold():
+        raise ConfigError(
+            f"production.replica_dsn: reads database {session.identity.database!r}, production "
+            f"is {primary.database!r}; name the same database",
+            file=config.file,
+            line=line,
+        )
+    session.standby = True
+
+
+def open_standby(config: Config, evidence: Evidence, primary: ServerIdentity) -> ProductionSession:
+    """A guarded reader session on production's hot standby (`[production] replica_dsn`).
+
+    The same wall as `open_production` — the least-privilege check, read-only proof, guard,
+    audit (each record says `server: standby`) and a write proof per transaction — and
+    proven a standby of `primary`: in recovery, with the primary's system identifier.
+    """
+    if config.replica_dsn is None:
+        raise ConfigError(
+            "[production] replica_dsn is not set",
+            file=config.file,
+            line=config.line_of("production"),
+        )
+    return _open_production(config, evidence, config.replica_dsn, applier=False, standby_of=primary)
+
+
+def lsn_value(text: str) -> int:
+    """An LSN (`16/B374D848`) as the number it stands for, to compare and subtract."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """How far a standby had replayed when the primary was at `primary_lsn`."""
+
+    primary_lsn: str | None
+    replay_lsn: str | None
+    waited_seconds: float
+    caught_up: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary_lsn": self.primary_lsn,
+            "replay_lsn": self.replay_lsn,
+            "waited_seconds": round(self.waited_seconds, 3),
+            "caught_up": self.caught_up,
+        }
+
+
+def wait_for_replay(standby: Session, primary: Session, timeout_seconds: float) -> Replay:
+    """Read the primary's WAL position, then wait until the standby has replayed up to it.
+
+    A read of the standby after this sees at least what production had committed at that
+    moment. Gives up after `timeout_seconds` (the result says it did not catch up).
+    """
+    started = time.monotonic()
+    target = primary.scalar(PRIMARY_LSN)
+    replayed: str | None = None
+    while True:
+        with standby.transaction():
+            rows = standby.internal(REPLAY_LSN)
+        replayed = rows[0][0] if rows else None
+        caught = target is not None and replayed is not None
+        if caught and lsn_value(str(replayed)) >= lsn_value(str(target)):
+            return Replay(str(target), str(replayed), time.monotonic() - started, True)
+        if time.monotonic() - started > timeout_seconds:
+            return Replay(target, replayed, time.monotonic() - started, False)
+        time.sleep(0.05)
 
 
 def _set_up(session: ProductionSession, config: Config, evidence: Evidence, applier: bool) -> None:
@@ -754,11 +998,54 @@ def server_dsn(config: Config) -> Dsn:
     return config.clone_server_dsn
 
 
-def open_server(config: Config) -> ServerSession:
-    """The maintenance session on the non-production server (CREATE/DROP DATABASE)."""
-    dsn = server_dsn(config)
-    conn = _connect(dsn.resolve(), "non-production", "clone.server_dsn", application_name="oneroof")
+def open_server(config: Config, dsn: str | None = None) -> ServerSession:
+    """The maintenance session on the non-production server (CREATE/DROP DATABASE); with
+    `dsn`, on the server of an adopted clone (`adopted_clone`)."""
+    if dsn is None:
+        dsn = server_dsn(config).resolve()
+        key = "clone.server_dsn"
+    else:
+        key = "the adopted clone's DSN"
+    conn = _connect(dsn, "non-production", key, application_name="oneroof")
     return ServerSession(conn, SERVER, None, None)
+
+
+ADOPTED_DIR = "clones"  # .oneroof/clones/<name>.json: where each adopted clone is
+
+
+def adopted_clone(config: Config, name: str) -> dict[str, Any] | None:
+    """Where the adopted clone `name` is (`oneroof clone adopt`, `[clone] method = "command"`):
+    its DSN and database, from the workspace's registry; None for a clone of server_dsn."""
+    path = config.state_dir / ADOPTED_DIR / f"{name}.json"
+    try:
+        entry = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"not a readable clone registry entry: {exc}", file=path) from None
+    if not isinstance(entry, dict) or entry.get("name") != name or not entry.get("dsn"):
+        raise ConfigError(f"not a clone registry entry of {name!r}", file=path)
+    return entry
+
+
+def refuse_production_instance(
+    config: Config, here: ServerIdentity, production: ServerIdentity, in_recovery: bool
+) -> None:
+    """Refuse an adopted clone that is production itself, production's own running server
+    (unless `[clone] allow_production_cluster`), or a standby (it cannot be written)."""
+    where = f"{here.database!r} on {here.host}:{here.port}"
+    itself = here.database.casefold() == production.database.casefold()
+    if here.same_instance(production) and (itself or not config.clone.allow_production_cluster):
+        since = f"started {production.started}" if production.started else "the same address"
+        raise ForbiddenAction(
+            f"refused: {where} is production's own server (system identifier "
+            f"{production.system_identifier}, {since}): a clone must be a copy elsewhere"
+            + ("" if itself else " (or set [clone] allow_production_cluster = true)")
+        )
+    if in_recovery:
+        raise ForbiddenAction(
+            f"refused: {where} is a server in recovery (a standby): a clone must be writable"
+        )
 
 
 def read_marker(session: CloneSession) -> dict[str, Any] | None:
@@ -803,15 +1090,36 @@ def open_clone(
     if production is None:
         production = production_identity(config, evidence)
     check_clone_name(target, config.guard.clone_name_pattern, production)
-    dsn = psycopg.conninfo.make_conninfo(server_dsn(config).resolve(), dbname=target)
-    conn = _connect(dsn, "clone", "clone.server_dsn", application_name="oneroof-clone")
+    adopted = adopted_clone(config, target)
+    if adopted is None:
+        dsn = psycopg.conninfo.make_conninfo(server_dsn(config).resolve(), dbname=target)
+        conn = _connect(dsn, "clone", "clone.server_dsn", application_name="oneroof-clone")
+    else:
+        conn = _connect(
+            str(adopted["dsn"]),
+            "clone",
+            "the adopted clone's DSN",
+            application_name="oneroof-clone",
+        )
     try:
         session = CloneSession(conn, CLONE, evidence, None)
-        if session.identity.database != target:
+        if adopted is not None:
+            # an engine's copy: its own database name, maybe production's system identifier
+            recovering = session.raw_for_clone.execute(STANDBY_PROOF).fetchone()
+            refuse_production_instance(
+                config, session.identity, production, bool(recovering and recovering[0])
+            )
+            marker = read_marker(session)
+            if (marker or {}).get("name") != target and (require_marker or ready_only):
+                raise ForbiddenAction(
+                    f"refused: the database at the DSN registered for clone {target!r} does not "
+                    "carry its marker; run `oneroof clone adopt` (or create) again"
+                )
+        elif session.identity.database != target:
             raise ForbiddenAction(
                 f"refused: connected to {session.identity.database!r}, not the clone {target!r}"
             )
-        if session.identity.same_database(production):
+        elif session.identity.same_database(production):
             raise ForbiddenAction(
                 f"refused: {target!r} on {session.identity.host}:{session.identity.port} is the "
                 "production database (same cluster system identifier and name)"

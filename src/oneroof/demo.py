@@ -88,10 +88,25 @@ def servers(directory: Path) -> tuple[EmbeddedServer, EmbeddedServer]:
     )
 
 
-def stop(directory: Path) -> None:
-    """Stop and remove the servers of a demo run with `keep`."""
+def stop(directory: Path) -> int:
+    """Stop and remove the servers of a demo run with `keep`; how many were running."""
+    if directory.exists() and any(directory.iterdir()) and not (directory / _DEMO_MARK).exists():
+        raise BadInput("not a demo directory (no servers of `oneroof demo` here)", file=directory)
+    running = 0
     for server in servers(directory):
+        running += server.running()
         server.remove()
+    return running
+
+
+def dsns(directory: Path) -> dict[str, str]:
+    """The environment the demo's workspace reads its DSNs from, for a kept demo's servers."""
+    production, nonprod = servers(directory)
+    return {
+        "ONEROOF_PROD_DSN": production.dsn(PRODUCTION_DATABASE, user=roles.READER_ROLE),
+        "ONEROOF_APPLY_DSN": production.dsn(PRODUCTION_DATABASE),
+        "ONEROOF_NONPROD_DSN": nonprod.dsn(),
+    }
 
 
 def _prepare(directory: Path) -> None:
@@ -101,6 +116,7 @@ def _prepare(directory: Path) -> None:
                 "not empty and not a previous demo directory; choose another --dir",
                 file=directory,
             )
+        stop(directory)  # servers a kept demo left running there must not outlive their files
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / _DEMO_MARK).write_text("made by oneroof demo; safe to delete\n")
@@ -139,9 +155,7 @@ def run(
         # production is read by a least-privilege reader, made with the SQL docs/safety.md shows
         with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as admin:
             admin.execute(roles.reader_sql(roles.READER_ROLE, PRODUCTION_DATABASE))
-        os.environ["ONEROOF_PROD_DSN"] = production.dsn(PRODUCTION_DATABASE, user=roles.READER_ROLE)
-        os.environ["ONEROOF_APPLY_DSN"] = production.dsn(PRODUCTION_DATABASE)
-        os.environ["ONEROOF_NONPROD_DSN"] = nonprod.dsn()
+        os.environ.update(dsns(directory))
         say(f"generating production: {objects} objects, gap {gap}, seed {seed}")
         with connect.open_admin(production.dsn(PRODUCTION_DATABASE)) as world:
             result.generated = dict(generator.build(world, objects=objects, gap=gap, seed=seed))

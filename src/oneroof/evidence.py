@@ -224,6 +224,38 @@ class Evidence:
         )
         return found[0] if found else None
 
+    def kinds(self) -> list[str]:
+        """The kinds of record the store holds."""
+        return sorted(str(row[0]) for row in self._query("select distinct kind from records"))
+
+    def record(self, seq: int) -> Record | None:
+        """The record with sequence number `seq`, if there is one."""
+        found = list(self._rows("select * from records where seq = ?", (seq,)))
+        return found[0] if found else None
+
+    def page(
+        self,
+        kind: str,
+        *,
+        limit: int,
+        newest_first: bool = True,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> list[Record]:
+        """At most `limit` records of `kind` with `after` < seq < `before`, in the order asked.
+
+        The bounds are exclusive sequence numbers, so the last seq of one page is the cursor
+        of the next: records appended meanwhile never shift a page.
+        """
+        direction = "desc" if newest_first else "asc"
+        return list(
+            self._rows(
+                "select * from records where kind = ? and seq > ? and seq < ? "
+                f"order by seq {direction} limit ?",
+                (kind, after or 0, before if before is not None else 2**63 - 1, limit),
+            )
+        )
+
     def last_seq(self) -> int:
         row = self._query("select max(seq) from records")[0]
         return int(row[0] or 0)

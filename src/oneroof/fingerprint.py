@@ -9,6 +9,9 @@ id, not in it: equal entry and exit positions mean the server wrote nothing in b
 Everything is read inside one REPEATABLE READ READ ONLY transaction; with `jobs > 1` the
 tables are hashed by more sessions that import the same snapshot, as `pg_dump -j` does.
 All SQL goes through the session, so on production every statement is guarded and audited.
+Past `[production] max_snapshot_seconds` the snapshot is ended and each remaining table is
+read in a snapshot of its own (the notes say so). On a hot standby the fingerprint records
+the replay position and the primary's position at that moment (`standby`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from psycopg import sql as pgsql
 
 from oneroof.config import Config
-from oneroof.connect import FORMAT_SETTINGS, Session
+from oneroof.connect import FORMAT_SETTINGS, Session, lsn_value
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence, canonical_json
 from oneroof.viewtext import canonical_view
@@ -120,6 +123,8 @@ class Fingerprint:
     identity: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     content_hash: str = RECORD_HASH
+    # read on a hot standby: its address, replay position and the primary's position then
+    standby: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short(self) -> str:
@@ -137,6 +142,7 @@ class Fingerprint:
             "identity": self.identity,
             "notes": list(self.notes),
             "content_hash": self.content_hash,
+            "standby": self.standby,
             "sections": self.sections,
         }
 
@@ -154,6 +160,7 @@ class Fingerprint:
             identity=dict(data.get("identity") or {}),
             notes=tuple(data.get("notes") or ()),
             content_hash=str(data.get("content_hash") or RECORD_HASH),
+            standby=dict(data.get("standby") or {}),
         )
 
     def table_content(self, table: str) -> str | None:
@@ -590,11 +597,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def read_counters(session: Session, counters: Mapping[str, str]) -> dict[str, Any]:
-    """The value of each named counter (one scalar each), read through the session."""
+def read_counters(
+    session: Session,
+    counters: Mapping[str, str],
+    origin: tuple[Path, Mapping[str, int | None]] | None = None,
+) -> dict[str, Any]:
+    """The value of each named counter (one scalar each), read through the session.
+
+    `origin` (the config file and each counter's line) lets a bad counter's error name them.
+    """
+    from oneroof.gates import read_counter
+
+    file, lines = origin if origin is not None else (None, {})
     values: dict[str, Any] = {}
     for name, query in sorted(counters.items()):
-        values[name] = _jsonable(session.scalar(query))
+        values[name] = _jsonable(read_counter(session, name, query, file, lines.get(name)))
     return values
 
 
@@ -635,6 +652,8 @@ def take(
     skip_schemas: Iterable[str] = (),
     matview_content: bool = False,
     content_hash: str | None = None,
+    primary_lsn: Callable[[], str | None] | None = None,
+    counter_origin: tuple[Path, Mapping[str, int | None]] | None = None,
 ) -> Fingerprint:
     """Fingerprint the session's database from one snapshot.
 
@@ -649,6 +668,11 @@ def take(
     else opens a consistent read-only one. `jobs > 1` needs `open_session` to open more
     sessions of the same role, which import the snapshot. Above `scan_budget_rows`
     (estimated) a full fingerprint falls back to counts, and says so in `notes`.
+
+    When it opens the transaction itself and the session has `max_snapshot_seconds`, a
+    snapshot older than that is ended before the next table, and every table after it is
+    read in its own snapshot (`notes` says from when). `primary_lsn` reads the primary's
+    WAL position: a fingerprint on a standby records it beside its replay position.
     """
     if mode not in MODES:
         raise BadInput(f"unknown fingerprint mode {mode!r}; use one of {', '.join(MODES)}")
@@ -676,11 +700,17 @@ def take(
         skip,
         matview_content,
         method,
+        primary_lsn,
     )
     if session.in_transaction:
-        return _take(session, *arguments)
+        return _take(session, *arguments, renew=False, counter_origin=counter_origin)
     with session.transaction(consistent=True):
-        return _take(session, *arguments)
+        return _take(
+            session,
+            *arguments,
+            renew=session.max_snapshot_seconds is not None,
+            counter_origin=counter_origin,
+        )
 
 
 def _take(
@@ -695,11 +725,25 @@ def _take(
     skip: frozenset[str],
     matview_content: bool,
     method: str,
+    primary_lsn: Callable[[], str | None] | None,
+    *,
+    renew: bool,
+    counter_origin: tuple[Path, Mapping[str, int | None]] | None = None,
 ) -> Fingerprint:
     taken_at = datetime.now(UTC).isoformat(timespec="seconds")
     for setting in FORMAT_SETTINGS:
         session.internal(setting)
     wal = wal_position(session)
+    standby: dict[str, Any] = {}
+    if getattr(session, "standby", False):
+        primary = primary_lsn() if primary_lsn is not None else None
+        standby = {
+            "host": session.identity.host,
+            "port": session.identity.port,
+            "replay_lsn": wal,
+            "primary_lsn": primary,
+            "behind_bytes": lsn_distance(primary, wal),
+        }
     schema = _read_schema(session)
     sections: dict[str, Any] = {
         "schema": {k: v for k, v in schema.items() if _schema_of(k) not in skip}
@@ -720,17 +764,22 @@ def _take(
                 f"{scan_budget_rows}; counts and the WAL position stand instead"
             )
             mode = "counts"
+        split = _Split(renew, session.snapshot_age)
         counts, content = _measure_tables(
-            session, tables, mode, jobs, open_session, progress, method
+            session, tables, mode, jobs, open_session, progress, method, split
         )
         sections["counts"] = counts
         if mode == "full":
             sections["content"] = content
+        if split.after is not None:
+            notes.append(split.note(session.max_snapshot_seconds, len(tables)))
+        if renew and session.snapshot_due():
+            _renew(session)
         sections["sequences"] = {
             k: v for k, v in _read_sequences(session).items() if k.split(".", 1)[0] not in skip
         }
     if counters:
-        sections["counters"] = read_counters(session, counters)
+        sections["counters"] = read_counters(session, counters, counter_origin)
     digests = _digests(sections)
     return Fingerprint(
         mode=mode,
@@ -743,7 +792,53 @@ def _take(
         identity=session.identity.as_dict(),
         notes=tuple(notes),
         content_hash=method,
+        standby=standby,
     )
+
+
+def lsn_distance(ahead: str | None, behind: str | None) -> int | None:
+    """Bytes of WAL from `behind` to `ahead` (two LSNs as text), or None if one is unknown."""
+    if ahead is None or behind is None:
+        return None
+    return lsn_value(ahead) - lsn_value(behind)
+
+
+class _Split:
+    """Whether a fingerprint has ended its snapshot for its age, from when, and how often."""
+
+    def __init__(self, allowed: bool, age: Callable[[], float]) -> None:
+        self.allowed = allowed
+        self.age = age
+        self.after: float | None = None  # the snapshot's age when it was first ended
+        self.tables = 0  # tables read in a snapshot of their own
+        self.lock = threading.Lock()
+
+    def due(self, session: Session) -> bool:
+        """True when the next table needs a snapshot of its own (and notes the first time)."""
+        if not self.allowed:
+            return False
+        with self.lock:
+            if self.after is None and session.snapshot_due():
+                self.after = self.age()
+            if self.after is None:
+                return False
+            self.tables += 1
+            return True
+
+    def note(self, limit: float | None, total: int) -> str:
+        return (
+            f"one snapshot per table after {self.after:.1f}s: [production] "
+            f"max_snapshot_seconds = {limit:g} ended the fingerprint's snapshot, and "
+            f"{self.tables} of {total} table(s) were read each in a snapshot of its own "
+            "(the fingerprint is not of one instant)"
+        )
+
+
+def _renew(session: Session) -> None:
+    """A new snapshot for the session's open transaction, under the fixed output settings."""
+    session.renew_snapshot()
+    for setting in FORMAT_SETTINGS:
+        session.internal(setting)
 
 
 def _read_sequences(session: Session) -> dict[str, Any]:
@@ -765,6 +860,7 @@ def _measure_tables(
     open_session: Callable[[], Session] | None,
     progress: Callable[[int, int], None] | None,
     method: str,
+    split: _Split,
 ) -> tuple[dict[str, int], dict[str, str]]:
     counts: dict[str, int] = {}
     content: dict[str, str] = {}
@@ -784,6 +880,8 @@ def _measure_tables(
 
     if jobs <= 1 or open_session is None or total < 2:
         for table in tables:
+            if split.due(session):
+                _renew(session)
             record(table, *_measure_table(session, table, mode, method))
         return counts, content
 
@@ -799,6 +897,8 @@ def _measure_tables(
                 if not queue:
                     return
                 table = queue.pop(0)
+            if split.due(session):
+                _renew(target)
             record(table, *_measure_table(target, table, mode, method))
 
     helpers = [open_session() for _ in range(min(jobs, total) - 1)]
@@ -874,8 +974,17 @@ def find(evidence: Evidence, reference: str) -> Fingerprint | None:
     return None
 
 
+def find_labelled(evidence: Evidence, label: str) -> Fingerprint | None:
+    """The newest saved fingerprint with this label (`entry`, `exit`, …)."""
+    for record in reversed(evidence.records("fingerprint")):
+        if record.payload.get("label") == label:
+            return Fingerprint.from_dict(record.payload)
+    return None
+
+
 def load_reference(evidence: Evidence, reference: str) -> Fingerprint:
-    """A fingerprint from a JSON file path or a saved id (prefix)."""
+    """A fingerprint from a JSON file path, a saved id (prefix), or the newest of a label
+    (`entry` and `exit`: the newest campaign's)."""
     path = Path(reference)
     if path.suffix == ".json" or path.exists():
         try:
@@ -885,9 +994,12 @@ def load_reference(evidence: Evidence, reference: str) -> Fingerprint:
             raise BadInput("no such fingerprint file", file=path) from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadInput(f"not a fingerprint JSON document: {exc}", file=path) from None
-    found = find(evidence, reference)
+    found = find(evidence, reference) or find_labelled(evidence, reference)
     if found is None:
-        raise BadInput(f"no saved fingerprint with id {reference!r} (use --save, or a JSON file)")
+        raise BadInput(
+            f"no saved fingerprint with id or label {reference!r} (use --save, a JSON file, "
+            "or entry / exit after `oneroof run`)"
+        )
     return found
 
 
@@ -918,6 +1030,7 @@ def scope(cfg: Config) -> dict[str, Any]:
     return {
         "skip_schemas": (cfg.rollout.ledger_schema,),
         "matview_content": cfg.fingerprint.matview_content,
+        "counter_origin": (cfg.file, {n: cfg.line_of("counters", n) for n in cfg.counters}),
     }
 
 

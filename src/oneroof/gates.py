@@ -408,13 +408,20 @@ def read_values(
 
 def _read_counter(session: Session, cfg: Config, name: str, query: str) -> Any:
     """One counter's value; a counter that cannot be one is bad input naming its line."""
+    return normalise(read_counter(session, name, query, cfg.file, cfg.line_of("counters", name)))
+
+
+def read_counter(
+    session: Session, name: str, query: str, file: Path | None = None, line: int | None = None
+) -> Any:
+    """The raw value of one counter; one that cannot be (not a plain read, not one value, an
+    unknown name) is bad input naming the counter and, where known, its file and line."""
     import psycopg
 
     from oneroof.errors import DatabaseError, ForbiddenAction, pg_message
 
-    file, line = cfg.file, cfg.line_of("counters", name)
     try:
-        return normalise(session.scalar(query))
+        return session.scalar(query)
     except ForbiddenAction as exc:
         raise BadInput(
             f"counter {name!r} is not a plain read: {exc.reason}", file=file, line=line

@@ -8,7 +8,8 @@ NO-GO per target, the compliance figures and the wording.
 from __future__ import annotations
 
 import contextlib
-import string
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,10 +25,15 @@ from oneroof.report import (
     GO,
     NO_GO,
     PASS,
+    Blocker,
     Compliance,
+    ComplianceLine,
+    CounterRow,
     MatrixRow,
     Report,
+    Since,
     Verdict,
+    short,
     transactions_line,
 )
 from oneroof.sqltext import value_text
@@ -35,7 +41,7 @@ from oneroof.sqltext import value_text
 if TYPE_CHECKING:
     from oneroof.clone import CloneVerification
     from oneroof.measurements import Measurements
-    from oneroof.rollout import LedgerRow, Plan, Rehearsal
+    from oneroof.rollout import ArtifactRun, LedgerRow, Rehearsal
     from oneroof.suite import RunResult
 
 EVIDENCE_NOTE = (
@@ -50,6 +56,9 @@ SIGNS = {"+": "inserted", "~": "updated", "-": "deleted"}
 
 def judge(cfg: Config, m: Measurements) -> Report:
     """The report of one campaign, from its measurements alone."""
+    refs = m.refs
+    here = [refs.measurements] if refs.measurements is not None else []
+    prints = [s for s in (refs.entry, refs.exit) if s is not None]
     results = gates.evaluate_targets(gates.target_gates(cfg), m.gate_values)
     matrix = [
         MatrixRow(
@@ -60,28 +69,50 @@ def judge(cfg: Config, m: Measurements) -> Report:
             scope=target.scope,
             blocker=target.blocker,
             next=target.next,
+            after=list(target.after),
+            evidence=here,
         )
         for target, result in results
     ]
-    compliance = compliance_of(m.audit, m.entry, m.exit, m.suites, m.rehearsals)
     changes = attribution(m.entry, m.exit, m.activity_entry, m.activity_exit)
+    compliance = compliance_of(m.audit, m.entry, m.exit, m.suites, m.rehearsals)
+    compliance.lines = compliance_lines(cfg, m, others=changes.text())
     verdicts = [
         safety_verdict(m.entry, m.exit, compliance, matrix, changes, m.expect_unchanged),
         isolation_verdict(m.isolation_before, m.isolation_after, m.isolation_facts, m.clone_name),
     ]
+    verdicts[0].evidence = sorted(set(prints + compliance.lines[0].evidence))
+    verdicts[1].evidence = here + refs.verifications
     measured = dict(m.entry.sections.get("counters", {}))
     for objective in cfg.objectives:
-        verdicts.append(
-            objective_verdict(
-                objective,
-                m.suites.get(objective.id, []),
-                m.production_suites.get(objective.id, []),
-                m.rehearsals.get(objective.id),
-                measured,
-                m.ledgers.get(objective.id, []),
-            )
+        rehearsal = m.rehearsals.get(objective.id)
+        applied = m.applied.get(objective.id, [])
+        verdict = objective_verdict(
+            objective,
+            m.suites.get(objective.id, []),
+            m.production_suites.get(objective.id, []),
+            rehearsal,
+            {**measured, **artifact_values(m)},
+            m.ledgers.get(objective.id, []),
         )
-    verdicts.append(lifecycle_verdict(m.golden, m.clone_created, m.isolation_after.ok))
+        verdict.evidence = sorted(
+            {
+                *(r.evidence_seq for r in m.suites.get(objective.id, []) if r.evidence_seq),
+                *(
+                    r.evidence_seq
+                    for r in m.production_suites.get(objective.id, [])
+                    if r.evidence_seq
+                ),
+                *([rehearsal.record] if rehearsal is not None and rehearsal.record else []),
+                *(a.seq for a in applied),
+                *(here if m.ledgers.get(objective.id) else []),
+                *(prints[:1] if objective.headline else []),
+            }
+        )
+        verdicts.append(verdict)
+    lifecycle = lifecycle_verdict(m.golden, m.clone_created, m.isolation_after.ok)
+    lifecycle.evidence = here + refs.verifications[-1:]
+    verdicts.append(lifecycle)
     if changes.schema:
         # the clone and its evidence have the old schema: what they prove is about it
         shown = "; ".join(changes.schema[:3]) + (" …" if len(changes.schema) > 3 else "")
@@ -107,64 +138,322 @@ def judge(cfg: Config, m: Measurements) -> Report:
             if m.isolation_facts.get("production_cluster")
             else "an isolated clone"
         )
+        forbidden = (
+            "no forbidden action occurred"
+            if compliance.percent == 100
+            else f"forbidden-action compliance {compliance.percent}% (see below)"
+        )
         headline = (
             f"{advanced} objective{'s' if advanced != 1 else ''} advanced on {where}; "
-            f"{proven}; no forbidden action occurred."
+            f"{proven}; {forbidden}."
         )
     else:
         failed = [v.objective for v in verdicts if v.status != PASS]
         headline = f"FAILED: {', '.join(failed)}. See the reasons in the verdict table."
-    closed = [row for row in matrix if row.status == NO_GO]
-    notes = [EVIDENCE_NOTE]
+    previous = m.previous.report if m.previous is not None else None
+    blockers = blocker_graph(matrix, previous)
+    for blocker in blockers:
+        blocker.evidence = here
+    closed = {row.target: row for row in matrix if row.status == NO_GO}
+    order = [b.target for b in blockers] + [
+        name for b in blockers for name in b.waiting if name not in {x.target for x in blockers}
+    ]
+    order += [name for name in closed if name not in order]
+    values = {**measured, **artifact_values(m)}
+    next_macros = [
+        f"On gate open ({closed[name].gate}) — {format_headline(closed[name].next, values)}"
+        for name in dict.fromkeys(order)
+        if closed[name].next
+    ]
+
+    warnings: list[str] = []
+    notes: list[str] = []
     if changes.tables or changes.schema:
-        notes.insert(0, "Production changed during the run, by other sessions: " + changes.text())
+        warnings.append("Production changed during the run, by other sessions: " + changes.text())
     role_fact, role_note = role_facts(m.role_user, m.role_excess, m.privileged_allowed)
     if role_note:
-        notes.append(role_note)
+        warnings.append(role_note)
     if m.trusted:
-        notes.append("Trusted by [guard] beyond the built-ins: " + "; ".join(m.trusted) + ".")
+        warnings.append("Trusted by [guard] beyond the built-ins: " + "; ".join(m.trusted) + ".")
     if m.isolation_facts.get("major_mismatch"):
-        notes.append(str(m.isolation_facts["major_mismatch"]).capitalize() + ".")
-    notes += list(m.entry.notes)
+        warnings.append(str(m.isolation_facts["major_mismatch"]).capitalize() + ".")
+    warnings += list(m.entry.notes) + [n for n in m.exit.notes if n not in m.entry.notes]
     refreshed = m.clone_refresh.note()
     if refreshed:
-        notes.append(refreshed)
-    freshness = freshness_note(m.clone_source, m.clone_source_error, m.entry)
-    if freshness:
-        notes.append(freshness)
-    return Report(
+        (notes if m.clone_refresh.remade else warnings).append(refreshed)
+    freshness_text = freshness_note(m.clone_source, m.clone_source_error, m.entry)
+    if freshness_text:
+        warnings.append(freshness_text)
+    failing = [line.title for line in compliance.lines if not line.ok]
+    if failing:
+        warnings.insert(0, "Forbidden-action compliance does not hold: " + "; ".join(failing))
+    notes.append(EVIDENCE_NOTE)
+
+    counters = [
+        CounterRow(name, value, cfg.counter_descriptions.get(name, ""), prints[:1])
+        for name, value in sorted(measured.items())
+    ]
+    facts: dict[str, Any] = {
+        "started": m.started,
+        "entry fingerprint": short(m.entry.id),
+        "exit fingerprint": short(m.exit.id),
+        "entry WAL": m.entry.wal,
+        "exit WAL": m.exit.wal,
+        "clone": m.clone_name,
+        "production role": role_fact,
+        "production sessions": f"{m.production_sessions} guarded"
+        + (f" + {m.dump_sessions} of pg_dump" if m.dump_sessions else ""),
+        "production": f"{m.entry.identity.get('database')} on "
+        f"{m.entry.identity.get('host')}:{m.entry.identity.get('port')}",
+        **reads_facts(m.audit, m.entry, m.exit, cfg.production.max_snapshot_seconds),
+        **(
+            {"clone copy": str(m.isolation_facts["clone_copy"])}
+            if m.isolation_facts.get("clone_copy")
+            else {}
+        ),
+    }
+    fact_evidence = {
+        "entry fingerprint": prints[:1],
+        "exit fingerprint": prints[1:],
+        "entry WAL": prints[:1],
+        "exit WAL": prints[1:],
+    }
+    fingerprints = {"entry": m.entry.id, "exit": m.exit.id}
+    if m.clone_source is not None:
+        fingerprints["clone source"] = m.clone_source.id
+    ledger = [f"{row.plan}/{row.artifact}" for rows in m.ledgers.values() for row in rows]
+    report = Report(
         title=cfg.report.title or f"{cfg.workspace.resolve().name} — Final GO/NO-GO",
         generated_at=m.finished,
         final_status=final,
         headline=headline,
         verdicts=verdicts,
         matrix=matrix,
-        blockers=[f"{row.target}: {row.blocker or row.gate}" for row in closed],
-        next_macros=[f"On gate open ({row.gate}) — {row.next}" for row in closed if row.next],
+        blockers=blockers,
+        next_macros=next_macros,
         compliance=compliance,
-        facts={
-            "started": m.started,
-            "entry fingerprint": m.entry.id,
-            "exit fingerprint": m.exit.id,
-            "entry WAL": m.entry.wal,
-            "exit WAL": m.exit.wal,
-            "clone": m.clone_name,
-            "production role": role_fact,
-            "production sessions": f"{m.production_sessions} guarded"
-            + (f" + {m.dump_sessions} of pg_dump" if m.dump_sessions else ""),
-            "production": f"{m.entry.identity.get('database')} on "
-            f"{m.entry.identity.get('host')}:{m.entry.identity.get('port')}",
-            **{f"counter {k}": v for k, v in sorted(measured.items())},
-        },
+        facts=facts,
         notes=notes,
+        warnings=warnings,
+        counters=counters,
+        fingerprints=fingerprints,
+        fact_evidence={k: v for k, v in fact_evidence.items() if v},
+        ledger=ledger,
+        evidence=here,
+    )
+    if m.previous is not None:
+        report.since = since(report, m.previous.report, m.previous.seq, m.ledgers)
+    return report
+
+
+def compliance_lines(cfg: Config, m: Measurements, *, others: str = "") -> list[ComplianceLine]:
+    """Every forbidden-action category, measured (oneroof.compliance)."""
+    from oneroof import compliance
+
+    return compliance.lines(cfg, m, others=others)
+
+
+def artifact_values(m: Measurements) -> dict[str, Any]:
+    """`name@ARTIFACT` → the value that artifact read: its apply on production, else its
+    rehearsal on the clone (its gates, its result's first row, its stops, in that order)."""
+    values: dict[str, Any] = {}
+
+    def take(run: ArtifactRun) -> None:
+        read: dict[str, Any] = {}
+        for gate in run.gates:
+            read.update(gate.values)
+        if run.columns and run.rows:
+            read.update(zip(run.columns, run.rows[0], strict=False))
+        for stop in run.stops:
+            read.update(stop.values)
+        values.update({f"{name}@{run.id}": value for name, value in read.items()})
+
+    for rehearsal in m.rehearsals.values():
+        for run in rehearsal.artifacts:
+            take(run)
+    for runs in m.applied.values():
+        for applied in runs:
+            take(applied.run)
+    return values
+
+
+def blocker_graph(matrix: Sequence[MatrixRow], previous: Report | None = None) -> list[Blocker]:
+    """The root blockers: closed gates not downstream (through `after`) of another closed
+    gate, each with the closed targets waiting behind it and what changed since `previous`.
+
+    Pure; `previous` is judged with this matrix's `after` relations.
+    """
+    after = {row.target: list(row.after) for row in matrix}
+
+    def upstream(name: str) -> set[str]:
+        found: set[str] = set()
+        stack = list(after.get(name, []))
+        while stack:
+            current = stack.pop()
+            if current not in found:
+                found.add(current)
+                stack.extend(after.get(current, []))
+        return found
+
+    def roots(statuses: dict[str, str]) -> list[str]:
+        closed = [name for name, status in statuses.items() if status == NO_GO]
+        return [n for n in closed if not any(statuses.get(u) == NO_GO for u in upstream(n))]
+
+    now = {row.target: row.status for row in matrix}
+    before = {row.target: row.status for row in previous.matrix} if previous else {}
+    before_values = {row.target: row.values for row in previous.matrix} if previous else {}
+    before_roots = roots(before) if previous else []
+    rows = {row.target: row for row in matrix}
+    result = []
+    for name in roots(now):
+        row = rows[name]
+        waiting = [n for n in rows if now[n] == NO_GO and name in upstream(n)]
+        change = ""
+        if previous is not None:
+            if name not in before:
+                change = "new target since the previous report"
+            elif name in before_roots:
+                moved = [
+                    f"{k} {value_text(before_values[name].get(k))} → {value_text(v)}"
+                    for k, v in sorted(row.values.items())
+                    if before_values[name].get(k) != v
+                ]
+                change = "unchanged" if not moved else "still closed; " + ", ".join(moved)
+            elif before[name] == NO_GO:
+                opened = [u for u in upstream(name) if before.get(u) == NO_GO]
+                change = f"now the root: {', '.join(opened)}, which it waited on, opened"
+            else:
+                change = "new: its gate closed since the previous report"
+        result.append(
+            Blocker(
+                target=name,
+                blocker=row.blocker or row.gate,
+                gate=row.gate,
+                values=dict(row.values),
+                waiting=waiting,
+                change=change,
+            )
+        )
+    return result
+
+
+def since(report: Report, previous: Report, seq: int, ledgers: dict[str, list[LedgerRow]]) -> Since:
+    """What changed between the previous report and this one (pure)."""
+    before: dict[str, Any] = {}
+    if previous.counters:
+        before = {row.name: row.value for row in previous.counters}
+    else:  # a report of an older version: its counters were facts
+        before = {
+            k.removeprefix("counter "): v
+            for k, v in previous.facts.items()
+            if k.startswith("counter ")
+        }
+    changed, unchanged = [], []
+    for row in report.counters:
+        if row.name not in before:
+            continue
+        if before[row.name] != row.value:
+            changed.append([row.name, before[row.name], row.value])
+        else:
+            unchanged.append(row.name)
+    statuses = {row.target: row.status for row in previous.matrix}
+    targets = [
+        [row.target, statuses[row.target], row.status]
+        for row in report.matrix
+        if row.target in statuses and statuses[row.target] != row.status
+    ]
+    if previous.ledger is not None:
+        applied = [entry for entry in report.ledger or [] if entry not in previous.ledger]
+    else:  # an older report did not list its ledger: entries applied after it was made
+        applied = [
+            f"{row.plan}/{row.artifact}"
+            for rows in ledgers.values()
+            for row in rows
+            if row.applied_at > previous.generated_at
+        ]
+    then = [dataclasses.replace(row, status=statuses.get(row.target, GO)) for row in report.matrix]
+    before_roots = {b.target for b in blocker_graph(then)}
+    now_roots = {b.target for b in report.blockers}
+    return Since(
+        report=previous.id or f"campaign record #{seq}",
+        generated_at=previous.generated_at,
+        final_status=previous.final_status,
+        counters=changed,
+        unchanged_counters=unchanged,
+        targets=targets,
+        unchanged_targets=sum(1 for row in report.matrix if statuses.get(row.target) == row.status),
+        applied=applied,
+        blockers_opened=sorted(now_roots - before_roots),
+        blockers_closed=sorted(before_roots - now_roots),
+        blockers_unchanged=sorted(now_roots & before_roots),
+        evidence=[seq],
     )
 
 
+def reads_facts(
+    audit: Sequence[Record],
+    entry: fingerprint.Fingerprint,
+    exit_fp: fingerprint.Fingerprint,
+    max_snapshot_seconds: float | None,
+) -> dict[str, str]:
+    """What the report states of oneroof's reads of production — pure, from the audit log.
+
+    The longest snapshot one of its production transactions held (the dump's lasts as long
+    as pg_dump), the longest its ACCESS SHARE locks were held (from the first read of a
+    transaction to its end), and, when it read a hot standby, where and at which positions.
+    """
+    ends = [r for r in audit if r.payload.get("proof") and "seconds" in r.payload]
+    facts: dict[str, str] = {}
+    if ends:
+        longest = max(ends, key=lambda r: float(r.payload["seconds"]))
+        where = " on the standby" if longest.payload.get("server") == "standby" else ""
+        limit = (
+            f" (max_snapshot_seconds = {max_snapshot_seconds:g})" if max_snapshot_seconds else ""
+        )
+        facts["longest production snapshot"] = (
+            f"{float(longest.payload['seconds']):.2f} s{where}{limit}"
+        )
+        lock = max(float(r.payload.get("lock_seconds") or 0) for r in ends)
+        facts["longest production lock"] = f"ACCESS SHARE for {lock:.2f} s"
+    if entry.standby or exit_fp.standby:
+        connects = sum(
+            1 for r in audit if r.sql == "-- connect" and r.payload.get("server") == "standby"
+        )
+        dumps = sum(
+            int(r.payload.get("jobs", 1)) + 1
+            for r in audit
+            if r.payload.get("program") == "pg_dump" and r.payload.get("server") == "standby"
+        )
+        standby = entry.standby or exit_fp.standby
+
+        def position(fp: fingerprint.Fingerprint) -> str:
+            if not fp.standby:
+                return "read on the primary"
+            return (
+                f"replayed {fp.standby.get('replay_lsn')} (primary {fp.standby.get('primary_lsn')})"
+            )
+
+        facts["read from standby"] = (
+            f"{standby.get('host')}:{standby.get('port')}: {connects} guarded session(s)"
+            + (f" + {dumps} of pg_dump" if dumps else "")
+            + f"; entry {position(entry)}, exit {position(exit_fp)}"
+        )
+    return facts
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.\-]+)?)\}")
+
+
 def format_headline(template: str, values: dict[str, Any]) -> str:
-    """Fill `{name}` placeholders from measured values; unknown names stay visible."""
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    safe = {name: values.get(name, f"{{{name}}}") for name in fields}
-    return template.format(**safe)
+    """Fill `{name}` and `{name@ARTIFACT}` placeholders from measured values.
+
+    `{name}` is the counter at entry; `{name@ARTIFACT}` the value that artifact read
+    (`artifact_values`). An unknown name stays visible as it was written.
+    """
+    return _PLACEHOLDER.sub(
+        lambda m: value_text(values[m.group(1)]) if m.group(1) in values else m.group(0),
+        template,
+    )
 
 
 def role_facts(user: str, excess: Sequence[str], allowed: bool) -> tuple[str, str | None]:
@@ -202,7 +491,7 @@ def compliance_of(
     entry: fingerprint.Fingerprint,
     exit_fp: fingerprint.Fingerprint,
     suites: dict[str, list[RunResult]],
-    rehearsals: dict[str, tuple[Plan, Rehearsal]],
+    rehearsals: dict[str, Rehearsal],
 ) -> Compliance:
     """Forbidden-action accounting from the production audit records of the run."""
     records = [r for r in audit if r.role == "production"]
@@ -212,7 +501,7 @@ def compliance_of(
     applied = [r for r in records if r.outcome == "apply"]
     residue_free = all(
         result.residue_free is not False for runs in suites.values() for result in runs
-    ) and all(r.residue_free is not False for _, r in rehearsals.values())
+    ) and all(r.residue_free is not False for r in rehearsals.values())
     proofs = [r for r in records if r.payload.get("proof") and not r.payload.get("apply")]
     return Compliance(
         statements_sent=len(sent),
@@ -380,7 +669,7 @@ def objective_verdict(
     objective: Objective,
     clone_runs: list[RunResult],
     production_runs: list[RunResult],
-    rehearsal: tuple[Plan, Rehearsal] | None,
+    rehearsal: Rehearsal | None,
     measured: dict[str, Any],
     ledger: list[LedgerRow],
 ) -> Verdict:
@@ -404,12 +693,11 @@ def objective_verdict(
         for run_result in production_runs:
             reasons += [f"production: {reason}" for reason in run_reasons(run_result)]
     if rehearsal is not None:
-        plan, result = rehearsal
-        parts.append(rehearsal_headline(plan, result))
-        if not result.ok:
-            reasons += rehearsal_reasons(result)
+        parts.append(rehearsal_headline(rehearsal))
+        if not rehearsal.ok:
+            reasons += rehearsal_reasons(rehearsal)
     if ledger:
-        parts.append(ledger_headline(rehearsal[0] if rehearsal else None, ledger))
+        parts.append(ledger_headline(len(rehearsal.artifacts) if rehearsal else None, ledger))
     if objective.headline:
         parts.append(format_headline(objective.headline, measured))
     if not clone_runs and rehearsal is None:
@@ -442,8 +730,9 @@ def _delta_text(table: str, counts: dict[str, int]) -> list[str]:
     return [f"{table} {sign}{counts[kind]}" for sign, kind in SIGNS.items() if counts.get(kind)]
 
 
-def rehearsal_headline(plan: Plan, result: Rehearsal) -> str:
-    auto = [a.id for a in plan.artifacts if a.auto]
+def rehearsal_headline(result: Rehearsal) -> str:
+    """The rehearsal of a plan (it runs, or accounts for, every artifact of the plan)."""
+    auto = [a.id for a in result.artifacts if a.auto]
     deltas = [
         f"{run.id}: {text}"
         for run in result.artifacts
@@ -451,17 +740,20 @@ def rehearsal_headline(plan: Plan, result: Rehearsal) -> str:
         for text in _delta_text(table, counts)
     ]
     text = (
-        f"{len(plan.artifacts)} gated SQL artifacts; gates/deltas/stops; "
+        f"{len(result.artifacts)} gated SQL artifacts; gates/deltas/stops; "
         f"post-gate auto-executable set: {' → '.join(auto) or 'none'}"
     )
     if deltas:
         text += f"; rehearsed exactly: {', '.join(deltas)}"
+    if result.forecasts:
+        text += f"; {result.forecast_headline()}"
     verdict = "rehearsal OK" if result.ok else "rehearsal FAILED"
     residue = "residue-free" if result.residue_free else "RESIDUE"
-    return f"{text}; {verdict}, rolled back, {residue}"
+    undone = "reset from the golden copy" if result.mode.startswith("committed") else "rolled back"
+    return f"{text}; {verdict}, {undone}, {residue}"
 
 
-def ledger_headline(plan: Plan | None, ledger: list[LedgerRow]) -> str:
+def ledger_headline(artifacts: int | None, ledger: list[LedgerRow]) -> str:
     applied = []
     for row in ledger:
         changes = [
@@ -469,8 +761,10 @@ def ledger_headline(plan: Plan | None, ledger: list[LedgerRow]) -> str:
             for table, counts in sorted(row.deltas.items())
             for text in _delta_text(table, counts)
         ]
+        if row.forecast_text():
+            changes.append(row.forecast_text())
         applied.append(row.artifact + (f" ({', '.join(changes)})" if changes else ""))
-    total = len(plan.artifacts) if plan is not None else len(ledger)
+    total = artifacts if artifacts is not None else len(ledger)
     text = f"applied on production {len(ledger)}/{total} (ledger): " + " → ".join(applied)
     # who approved which digest, and when: the signers each ledger row recorded
     approved: dict[str, list[str]] = {}

@@ -5,6 +5,11 @@ first time one is needed and hands that same session to every later read of the 
 (production's identity and the guard's catalog are read once, with it), so a whole
 campaign costs production a few connections rather than one per step. Clone and server
 sessions are opened fresh for their callers. It counts what it opened, per role.
+
+With `[production] replica_dsn`, `reader()` hands out the session on production's hot
+standby instead (opened once too, after it caught up with the primary): full fingerprints,
+the clone's dump and checks read there; gates, counters of gates and applies stay on the
+primary (`production()`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class Workspace:
         self.cfg = cfg
         self.evidence = evidence if evidence is not None else Evidence(cfg.evidence_path)
         self._production: ProductionSession | None = None
+        self._replica: ProductionSession | None = None
+        self.replay: connect.Replay | None = None  # the standby's last catch-up
         self._identity: ServerIdentity | None = None
         self.opened: Counter[str] = Counter()
 
@@ -62,6 +69,50 @@ class Workspace:
         """The applier's session: only `rollout apply` opens it."""
         self.opened["production-writer"] += 1
         return connect.open_production_writer(self.cfg, self.evidence)
+
+    @property
+    def has_replica(self) -> bool:
+        """True when `[production] replica_dsn` names a hot standby for the heavy reads."""
+        return self.cfg.replica_dsn is not None
+
+    @contextmanager
+    def replica(self) -> Iterator[ProductionSession]:
+        """The shared session on production's hot standby, once it has replayed what the
+        primary had written when it was asked (`self.replay` says how far and how long)."""
+        session = self._replica
+        if session is None or session.closed:
+            session = connect.open_standby(self.cfg, self.evidence, self.production_identity)
+            self.opened["production-standby"] += 1
+            self._replica = session
+        if session.in_transaction:
+            raise DatabaseError("the shared standby session is inside a transaction")
+        with self.production() as primary:
+            timeout = connect.statement_timeout_ms(self.cfg) / 1000
+            self.replay = connect.wait_for_replay(session, primary, timeout)
+        yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[ProductionSession]:
+        """Where production's heavy reads go: the standby when there is one, else the primary."""
+        if self.has_replica:
+            with self.replica() as session:
+                yield session
+        else:
+            with self.production() as session:
+                yield session
+
+    def open_reader(self) -> ProductionSession:
+        """Another session where `reader()` reads, for a worker that needs its own."""
+        if not self.has_replica:
+            return self.open_production()
+        self.opened["production-standby"] += 1
+        return connect.open_standby(self.cfg, self.evidence, self.production_identity)
+
+    def primary_lsn(self) -> str | None:
+        """The primary's WAL position now (a fingerprint on the standby records it)."""
+        with self.production() as session:
+            value = session.scalar(connect.PRIMARY_LSN)
+        return str(value) if value is not None else None
 
     @property
     def production_identity(self) -> ServerIdentity:
@@ -97,9 +148,10 @@ class Workspace:
         self.opened["clone"] += 1
         return session
 
-    def server(self) -> ServerSession:
-        """A new maintenance session on the non-production server."""
-        session = connect.open_server(self.cfg)
+    def server(self, dsn: str | None = None) -> ServerSession:
+        """A new maintenance session on the non-production server (with `dsn`: on the server
+        of an adopted clone)."""
+        session = connect.open_server(self.cfg, dsn)
         self.opened["server"] += 1
         return session
 
@@ -112,6 +164,9 @@ class Workspace:
         if self._production is not None:
             self._production.close()
             self._production = None
+        if self._replica is not None:
+            self._replica.close()
+            self._replica = None
 
     def __del__(self) -> None:
         # a workspace nobody closed must not keep a connection slot of production open

@@ -19,6 +19,23 @@ if TYPE_CHECKING:
     from oneroof.evidence import Evidence
     from oneroof.workspace import Workspace
 
+
+def _hide_flag_types() -> None:
+    """Show no `<bool>` beside a flag in help: it takes no value, and `<bool>` says it does."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - another Typer layout: its own help stands
+        return
+    shown = TyperOption.display_type_rich
+
+    def display(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="oneroof",
     help="Change a production PostgreSQL database without ever putting it at risk.",
@@ -113,6 +130,15 @@ def open_evidence(cfg: config.Config) -> Evidence:
 def print_json(value: Any) -> None:
     """One JSON document on stdout and nothing else there."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def print_table(table: Any) -> None:
+    """A table on stdout; piped, at its natural width, so that no cell is cut to 80 columns."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    wide = Console(file=sys.stdout, width=100_000, highlight=False, color_system=None)
+    wide.print(table)
 
 
 def cell(value: Any) -> str:

@@ -66,17 +66,31 @@ def run_command(
     return result
 
 
-@app.command("report")
+report_app = typer.Typer(help="The newest campaign's report; verify a report against its evidence.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.callback(invoke_without_command=True)
 def report_command(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md | json | html")] = "md",
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md | json | html | pdf")] = "md",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
 ) -> Result | None:
-    """Print the report of the newest campaign (md, json or html)."""
+    """Print the report of the newest campaign (md, json, html; pdf with -o, via Chromium)."""
+    if ctx.invoked_subcommand is not None:
+        return None
     from oneroof import campaign, report
+    from oneroof.errors import BadInput
 
     cfg = load_config()
     evidence = open_evidence(cfg)
     latest = campaign.latest_report(evidence)
+    if fmt == "pdf":
+        if output is None:
+            raise BadInput("a PDF is a file: name it with -o, e.g. -o report.pdf")
+        report.write_pdf(latest, output)
+        err.print(f"written {output}")
+        return Outcome(latest.final_status == report.PASS)
     text = report.render(latest, fmt)
     if output is not None:
         output.write_text(text, encoding="utf-8")
@@ -86,8 +100,53 @@ def report_command(
     return Outcome(latest.final_status == report.PASS)
 
 
-@app.command("demo")
+@report_app.command("verify")
+def report_verify(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[REPORT]",
+            help="A report file (md, json, html) or report directory (default: the newest)",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> Result | None:
+    """Recompute a report from its evidence records; check its digest and the hash chain.
+
+    Exit 1 naming each difference: an edited report file, an edited evidence record.
+    """
+    from oneroof import provenance
+    from oneroof.errors import BadInput
+
+    cfg = load_config()
+    evidence = open_evidence(cfg)
+    if path is not None and not path.exists():
+        raise BadInput("no such report file or directory", file=path)
+    check = provenance.verify(evidence, path, reports=cfg.state_dir / "reports")
+    if as_json:
+        print_json(check.to_dict())
+        return check
+    for problem in check.problems:
+        out.print(f"DIFFERS  {problem}", markup=False)
+    for item in check.checked:
+        err.print(f"checked: {item}", markup=False)
+    files = ", ".join(check.files) or "none"
+    verdict = "verified" if check.ok else f"{len(check.problems)} difference(s)"
+    out.print(
+        f"report {check.report_id or '?'} (campaign record #{check.campaign}; files: {files}): "
+        f"{verdict}",
+        markup=False,
+    )
+    return check
+
+
+demo_app = typer.Typer(help="The whole campaign on two embedded servers and the One-Roof workload.")
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.callback(invoke_without_command=True)
 def demo_command(
+    ctx: typer.Context,
     objects: Annotated[int, typer.Option("--objects", help="Objects in production")] = 1000,
     gap: Annotated[int, typer.Option("--gap", help="Objects without an active owner")] = 210,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed")] = 1,
@@ -97,13 +156,17 @@ def demo_command(
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Directory for servers, workspace, reports")
     ] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the servers running")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the servers running (`oneroof demo stop`)")
+    ] = False,
     live: Annotated[
         bool,
         typer.Option("--live", help="An application keeps writing to production meanwhile"),
     ] = False,
 ) -> Result | None:
     """The whole campaign on two embedded servers and the One-Roof reference workload."""
+    if ctx.invoked_subcommand is not None:
+        return None
     from oneroof import demo, report
 
     with _progress() as step:
@@ -130,4 +193,36 @@ def demo_command(
             markup=False,
         )
     out.print(f"\ndemo finished in {result.seconds:.1f} s; workspace: {result.workspace}")
+    if keep:
+        import shlex
+
+        environment = " ".join(
+            f"{k}={shlex.quote(v)}" for k, v in demo.dsns(result.directory).items()
+        )
+        out.print(
+            "\nthe servers keep running; to explore (production reader, applier, non-production):\n"
+            f"  cd {shlex.quote(str(result.workspace))}\n"
+            f"  export {environment}\n"
+            f"  oneroof gates\n"
+            f"stop them: oneroof demo stop --dir {shlex.quote(str(result.directory))}",
+            markup=False,
+        )
     return result
+
+
+@demo_app.command("stop")
+def demo_stop(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The directory of a demo run with --keep")
+    ],
+) -> Result | None:
+    """Stop and remove the servers of a demo run with --keep."""
+    from oneroof import demo
+
+    stopped = demo.stop(directory.resolve())
+    err.print(
+        f"stopped {stopped} server(s) of {directory}"
+        if stopped
+        else f"no demo server runs in {directory}"
+    )
+    return None

@@ -47,7 +47,13 @@ def _paths(cfg: Config, paths: list[Path], objective: str | None) -> list[Path]:
             return [cfg.workspace / s for s in suites]
     if not paths:
         raise BadInput("give the check or scenario files (or folders) to run, or --objective")
-    return paths
+    # as given, else relative to the workspace (as rollout plan folders are)
+    return [
+        p
+        if p.exists() or p.is_absolute() or not (cfg.workspace / p).exists()
+        else cfg.workspace / p
+        for p in paths
+    ]
 
 
 def _table(result: suite.RunResult) -> Table:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from oneroof import clone as clones
-from oneroof.cli._app import Result, app, err, open_workspace, out, print_json
+from oneroof.cli._app import Result, app, err, open_workspace, out, print_json, print_table
 
 clone_app = typer.Typer(
     help="The isolated non-production copy of production: create, verify, reset, drop, list."
@@ -18,7 +18,7 @@ app.add_typer(clone_app, name="clone")
 
 NameOption = Annotated[
     str | None,
-    typer.Option("--name", help="Clone name (default: [clone] name, else <production>_clone)"),
+    typer.Option("--name", help="Clone name (default: \\[clone] name, else <production>_clone)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document")]
 
@@ -38,16 +38,35 @@ def _size(value: int | None) -> str:
     return str(value)
 
 
+_DONE = {"create": "created", "reset": "reset", "adopt": "adopted"}
+
+
 def _show_info(info: clones.CloneInfo, as_json: bool) -> None:
     if as_json:
         print_json(info.to_dict())
         return
     isolation: dict[str, Any] = info.marker.get("isolation") or {}
     out.print(
-        f"[green]✓[/green] clone [bold]{info.name}[/bold] {info.action}d in "
+        f"[green]✓[/green] clone [bold]{info.name}[/bold] {_DONE.get(info.action, info.action)} in "
         f"{info.seconds:.1f}s ({info.method}); golden copy {info.golden}"
     )
     out.print(f"  source fingerprint  {info.source_fingerprint[:8]}")
+    if info.marker.get("database") and info.marker.get("database") != info.name:
+        where = info.marker.get("instance") or {}
+        out.print(
+            f"  database            {info.marker['database']} on "
+            f"{where.get('host')}:{where.get('port')}",
+            markup=False,
+            highlight=False,
+        )
+    if info.copy:
+        what = "copied by" if info.action == "reset" else "golden copy by"
+        out.print(
+            f"  {what:<19} {info.copy.get('describe')}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(f"  revoked CONNECT     {', '.join(isolation.get('revoked_connect', [])) or '—'}")
     out.print(f"  disabled triggers   {', '.join(isolation.get('disabled_triggers', [])) or '—'}")
     if info.marker.get("masking"):  # [masking]: read masked on production (docs/masking.md)
@@ -65,6 +84,27 @@ def create(name: NameOption = None, as_json: JsonOption = False) -> Result | Non
     from oneroof import clone as clones
 
     info = clones.create(open_workspace(), name, step=_say)
+    _show_info(info, as_json)
+    return None
+
+
+@clone_app.command("adopt")
+def adopt(
+    dsn: Annotated[
+        str,
+        typer.Argument(help="The existing non-production database: a DSN, or env:NAME"),
+    ],
+    name: NameOption = None,
+    as_json: JsonOption = False,
+) -> Result | None:
+    """Adopt an existing non-production database as the clone: checked, marked, isolated.
+
+    Refused when it is production's own server or a standby; its content is compared with
+    production's fingerprint now, and the marker says from which production state it came.
+    """
+    from oneroof import clone as clones
+
+    info = clones.adopt(open_workspace(), dsn, name, step=_say)
     _show_info(info, as_json)
     return None
 
@@ -127,7 +167,7 @@ def list_command(as_json: JsonOption = False) -> Result | None:
     for column in ("name", "role", "state", "size", "source", "fingerprint", "created", "golden"):
         table.add_column(column)
     for entry in entries:
-        source = entry.marker.get("source") or {}
+        source = entry.marker.get("instance") or entry.marker.get("source") or {}
         table.add_row(
             entry.name,
             entry.role,
@@ -138,7 +178,7 @@ def list_command(as_json: JsonOption = False) -> Result | None:
             str(entry.marker.get("reset_at") or entry.marker.get("created_at") or "—"),
             entry.golden or "—",
         )
-    out.print(table)
+    print_table(table)
     if not entries:
         err.print("no marked clone on the non-production server")
     return None

@@ -73,6 +73,13 @@ def doctor(
             ),
             "trusted": "; ".join(connect.trust(cfg).describe()) or "nothing beyond built-ins",
         }
+    if ws.has_replica:  # [production] replica_dsn: the same wall, proven a standby of it
+        with ws.replica() as standby:
+            report["production_standby"] = {
+                **standby.identity.as_dict(),
+                "read_only_proof": connect.prove_read_only(standby),
+                "replay": ws.replay.to_dict() if ws.replay else None,
+            }
     if cfg.clone_server_dsn is not None:
         with ws.server() as server:
             report["nonprod_server"] = server.identity.as_dict()
@@ -210,8 +217,16 @@ def audit_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> Result | None:
     """List the newest records of the audit log (or of the whole evidence store: --kind '')."""
+    from oneroof.errors import BadInput
+
     cfg = load_config()
     evidence = open_evidence(cfg)
+    kinds = evidence.kinds()
+    if kind and kind != "audit" and kind not in kinds:
+        raise BadInput(
+            f"--kind {kind!r}: no such kind in the evidence store "
+            f"(kinds: {', '.join(kinds)}; '' for all)"
+        )
     records = (
         evidence.records(kind or None)[-limit:] if limit > 0 else evidence.records(kind or None)
     )
@@ -258,7 +273,9 @@ def audit_verify(
 # -- init -----------------------------------------------------------------------------------
 
 _INIT_TOML = """\
-# oneroof workspace. Start with these three sections; every other one is optional.
+# oneroof workspace: docs/reference/config.md describes every key.
+# Start with these sections; every other one is optional.
+
 [production]
 dsn = "env:PROD_DSN"              # the least-privilege reader (docs/safety.md); env:NAME or a DSN
 # apply_dsn = "env:APPLY_DSN"     # the role `rollout apply --execute` writes with
@@ -271,22 +288,90 @@ name = "app_clone"
 clone_name_pattern = "^[a-z0-9_]+_(clone|nonprod)$"
 # allow_functions = ["app.is_valid_iban"]   # your own functions reads may run
 # allow_extensions = ["citext"]             # extensions whose functions reads may run
+
+# Named one-value reads: gates, deltas and reports use them by name.
+[counters]
+user_tables = "select count(*) from pg_catalog.pg_tables where schemaname <> 'pg_catalog'"
+
+# What `oneroof run` proves: each objective names its suites (and, or, a rollout plan).
+[[objective]]
+id = "A"
+title = "regression checks"
+suites = ["checks", "scenarios"]
+also_on_production = true         # the checks also run on production, read-only
+
+# [[objective]]
+# id = "F"
+# title = "the example change"
+# rollout = "rollout/EXAMPLE"
+
+# A production target: its gate is evaluated on production by `oneroof gates` and `run`.
+[[target]]
+name = "the database has user tables"
+gate = "user_tables >= 0"
 """
+
+# Examples that pass on any database: they read the catalog, or write only inside the
+# clone's rolled-back transaction.
+_INIT_FILES = {
+    "checks/01_catalog.sql": """\
+-- Checks: each `-- check:` is one read, and `-- expect:` what it must return
+-- (docs/reference/files.md). They run on the clone, or read-only on production.
+
+-- check: the server answers
+-- expect: value=1
+select 1;
+
+-- check: every relation has an owner that exists
+-- expect: empty
+select c.oid::regclass
+from pg_catalog.pg_class c
+left join pg_catalog.pg_roles r on r.oid = c.relowner
+where r.oid is null;
+""",
+    "scenarios/01_scratch.sql": """\
+-- A scenario: steps that write and assertions that read, in one transaction on the clone
+-- that is always rolled back (on production a writing scenario is not applicable).
+-- scenario: a scratch table is made, filled and counted
+-- step: make it
+create temporary table oneroof_scratch (id int primary key);
+-- step: fill it
+insert into oneroof_scratch select generate_series(1, 3);
+-- assert: three rows
+-- expect: value=3
+select count(*) from oneroof_scratch;
+-- assert: a duplicate key is refused
+-- expect: error=23505
+insert into oneroof_scratch values (1);
+""",
+    "rollout/EXAMPLE/01_comment.sql": """\
+-- A gated artifact: its gate is evaluated on production inside its own transaction,
+-- its row deltas are exact (it declares none: it changes no row), and `rollout rehearse`
+-- runs it on the clone first.
+-- artifact: EXAMPLE_01_comment
+-- gate: user_tables >= 0
+comment on schema public is 'standard public schema (set by the oneroof example)';
+""",
+}
 
 
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory of the new workspace")],
 ) -> Result | None:
-    """Scaffold a workspace: oneroof.toml and empty checks/, scenarios/, rollout/ folders."""
+    """Scaffold a workspace: a commented oneroof.toml and examples that pass on any database."""
     from oneroof import config
     from oneroof.errors import BadInput
 
     target = directory / config.CONFIG_NAME
     if target.exists():
         raise BadInput("already exists; not overwritten", file=target)
-    for folder in ("checks", "scenarios", "rollout"):
-        (directory / folder).mkdir(parents=True, exist_ok=True)
+    existing = [name for name in _INIT_FILES if (directory / name).exists()]
+    if existing:
+        raise BadInput("already exists; not overwritten", file=directory / existing[0])
+    for name, text in _INIT_FILES.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
     target.write_text(_INIT_TOML)
-    err.print(f"created {target}")
+    err.print(f"created {target} with example checks, a scenario and a rollout plan")
     return None

@@ -58,10 +58,13 @@ def _run(
         session: connect.Session
         opener: Callable[[], connect.Session]
         budget: int | None = None
+        primary_lsn = None
         if role == connect.PRODUCTION:
-            session = stack.enter_context(ws.production())
+            # a hot standby of production when [production] replica_dsn names one
+            session = stack.enter_context(ws.reader())
             budget = cfg.production.scan_budget_rows
-            opener = ws.open_production
+            opener = ws.open_reader
+            primary_lsn = ws.primary_lsn if ws.has_replica else None
         else:
             session = stack.enter_context(ws.clone(name, ready_only=True))
 
@@ -78,6 +81,7 @@ def _run(
             open_session=opener,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             scan_budget_rows=budget,
+            primary_lsn=primary_lsn,
             **fingerprint.scope(cfg),
         )
 

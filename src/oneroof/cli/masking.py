@@ -38,7 +38,7 @@ def suggest(
     ] = 200,
     as_json: JsonOption = False,
 ) -> Result | None:
-    """List columns that look personal (by name and by sampled content) as a [masking] section.
+    """List columns that look personal (by name and by sampled content) as a \\[masking] section.
 
     The patterns run on production over at most --sample rows of each table; only counts
     come back, never a value.
@@ -69,7 +69,7 @@ def suggest(
 
 @masking_app.command("plan")
 def plan(as_json: JsonOption = False) -> Result | None:
-    """Check [masking] against production: every masked column, and what carried its rule.
+    """Check \\[masking] against production: every masked column, and what carried its rule.
 
     A rule that does not fit its column, or would break a constraint, exits 2 naming it.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +32,7 @@ _STYLES = {
     "already applied": "dim",
     "skipped": "dim",
     "failed": "red",
+    "refused": "red",
     "halted": "red",
     "not run": "yellow",
     "not reached": "yellow",
@@ -105,6 +107,41 @@ def _runs_table(title: str, runs: list[rollout.ArtifactRun]) -> Table:
             escape(detail),
         )
     return table
+
+
+def _forecast_lines(forecasts: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per artifact, then each hazard with the safer pattern."""
+    from oneroof.rollout import forecast
+
+    lines = []
+    for artifact_id, measured in forecasts.items():
+        hazards = measured.get("hazards") or []
+        mark = "[yellow]![/yellow]" if hazards else "[green]✓[/green]"
+        lines.append(f"  {mark} {escape(forecast.summary(artifact_id, measured))}")
+        for hazard in hazards:
+            lines.append(f"      [yellow]hazard:[/yellow] {escape(str(hazard.get('reason')))}")
+        for safer in dict.fromkeys(str(h.get("safer")) for h in hazards):
+            lines.append(f"      [yellow]safer:[/yellow] {escape(safer)}")
+    return lines
+
+
+def _show_forecast(
+    forecasts: dict[str, dict[str, Any]], plan_level: dict[str, Any] | None, where: str
+) -> None:
+    if not forecasts:
+        return
+    facts = plan_level or {}
+    policy = facts.get("policy")
+    version = facts.get("server_version")
+    on = f" (PostgreSQL {version}, wal_level {facts.get('wal_level')})" if version else ""
+    out.print(f"forecast for production, measured {escape(where)}{escape(on)}:")
+    for line in _forecast_lines(forecasts):
+        out.print(line)
+    hazards = facts.get("hazards") or []
+    if hazards:
+        verdict = "[red]refused[/red]" if policy == "refuse" else "[yellow]warned[/yellow]"
+        setting = escape(f"([rollout] hazards = {json.dumps(policy)})")
+        out.print(f"{len(hazards)} hazard(s), {verdict} {setting}")
 
 
 # -- gates ------------------------------------------------------------------------------------
@@ -201,6 +238,14 @@ def plan_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Result 
     out.print("gates on production now:")
     for line in _grouped(report.gates):
         out.print(line)
+    if report.forecasts:
+        _show_forecast(
+            report.forecasts,
+            report.forecast,
+            f"by rehearsal #{report.forecast_record} on the clone",
+        )
+    elif report.forecast_note:
+        out.print(f"forecast: none yet — {escape(report.forecast_note)}")
     if report.lint_note:
         out.print(f"[yellow]lint:[/yellow] {escape(report.lint_note)}")
     elif not report.findings:
@@ -246,7 +291,15 @@ def rehearse_command(
         if result.sequences_restored
         else ""
     )
-    out.print(f"rolled back; {escape(residue)}{escape(restored)}")
+    _show_forecast(
+        {a: f.to_dict() for a, f in result.forecasts.items()},
+        result.forecast,
+        f"on {result.clone}",
+    )
+    done = (
+        "rolled back" if result.mode == rollout.rehearsal.ROLLED_BACK else "reset from golden copy"
+    )
+    out.print(f"{done}; {escape(residue)}{escape(restored)}")
     verdict = "[green]rehearsal OK[/green]" if result.ok else "[red]rehearsal FAILED[/red]"
     out.print(f"{verdict} (evidence #{result.record})")
     return result
@@ -269,8 +322,21 @@ def _show_apply(result: rollout.ApplyResult, as_json: bool) -> Result | None:
     if result.artifacts:
         title = f"rollout apply {result.plan}" + ("" if result.execute else " (dry run)")
         out.print(_runs_table(title, result.artifacts))
+    if result.forecasts:
+        from oneroof.rollout import forecast
+
+        out.print("forecast against actual:")
+        for artifact_id, pair in result.forecasts.items():
+            observed = pair.get("observed") or {}
+            text = forecast.actual_text(
+                pair.get("forecast"), observed.get("ms"), observed.get("wal_bytes")
+            )
+            out.print(f"  {escape(artifact_id)}: {escape(text)}")
     style = "green" if result.ok else "red"
-    out.print(f"[{style}]{escape(result.status)}[/{style}]: {escape(result.message)}")
+    said = result.message
+    if said.startswith(f"{result.status} "):  # "applied: applied F_01" says it twice
+        said = said[len(result.status) + 1 :]
+    out.print(f"[{style}]{escape(result.status)}[/{style}]: {escape(said)}")
     return result
 
 
@@ -328,7 +394,7 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Resul
         out.print(f"ledger: none of {plan.name} applied")
     else:
         table = Table(title=escape(f"ledger of {plan.name}"), show_header=True)
-        for column in ("artifact", "sha256", "applied at", "by", "deltas"):
+        for column in ("artifact", "sha256", "applied at", "by", "deltas", "forecast / actual"):
             table.add_column(column, overflow="fold")
         for row in result.ledger:
             table.add_row(
@@ -337,6 +403,7 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Resul
                 escape(row.applied_at),
                 escape(row.applied_by),
                 escape(_deltas(row.deltas)),
+                escape(row.forecast_text()),
             )
         out.print(table)
         approved: dict[str, list[str]] = {}  # digest → the artifacts applied under it
@@ -364,6 +431,12 @@ def status_command(plan_dir: PlanArgument, as_json: JsonOption = False) -> Resul
         out.print(
             f"latest rehearsal: {state} evidence #{r.get('record')} at {escape(str(r.get('at')))}"
             f" on {escape(str(r.get('clone')))}{matches}"
+        )
+    if result.rehearsal is not None:
+        _show_forecast(
+            result.forecasts,
+            result.forecast,
+            f"by rehearsal #{result.rehearsal.get('record')} on {result.rehearsal.get('clone')}",
         )
     approval = result.approval
     if result.pending and approval is not None and (approval.required or approval.signatures):

@@ -26,16 +26,21 @@ pg_dump command line is audited too. Every name reaching SQL is composed with
 
 One submodule per concept: `marker` (naming, the marker, the journal, the results), `process`
 (the pg_dump/pg_restore children), `creation` (`create`), `isolation` (`isolate`),
-`lifecycle` (`reset`, `drop`, `list_clones`) and `verification` (`verify`). Their names differ
-from the functions they hold so that `clone.create` and the others stay the functions.
+`lifecycle` (`reset`, `drop`, `list_clones`), `copying` (how a database is copied inside
+the server: WAL_LOG, FILE_COPY, FILE_COPY by reflink), `engines` (clones an external engine
+makes, `[clone] method = "command"`, and `adopt`) and `verification` (`verify`). Their
+names differ from the functions they hold so that `clone.create` and the others stay the
+functions.
 """
 
 from __future__ import annotations
 
 from oneroof.clone._common import Step
+from oneroof.clone.copying import FILE_COPY_BYTES, CopyMethod, Reflinks
 from oneroof.clone.creation import DUMP_APP, READ_ONLY_OPTION, RESTORE_APP, create
+from oneroof.clone.engines import adopt
 from oneroof.clone.isolation import isolate
-from oneroof.clone.lifecycle import FILE_COPY_BYTES, drop, list_clones, reset
+from oneroof.clone.lifecycle import drop, list_clones, reset
 from oneroof.clone.marker import (
     CREATING,
     GOLDEN_SUFFIX,
@@ -55,7 +60,7 @@ from oneroof.clone.marker import (
     parse_marker,
     read_marker,
 )
-from oneroof.clone.verification import source_fingerprint, verify
+from oneroof.clone.verification import entry_fingerprint, source_fingerprint, verify
 
 __all__ = [
     "CREATING",
@@ -72,13 +77,17 @@ __all__ = [
     "CloneEntry",
     "CloneInfo",
     "CloneVerification",
+    "CopyMethod",
     "DropResult",
     "Point",
+    "Reflinks",
     "Step",
     "_journal",
     "_write_marker",
+    "adopt",
     "create",
     "drop",
+    "entry_fingerprint",
     "golden_name",
     "isolate",
     "list_clones",

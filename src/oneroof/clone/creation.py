@@ -18,9 +18,11 @@ import psycopg.conninfo
 from psycopg import sql
 
 from oneroof import __version__, connect, dump, fingerprint, masking
+from oneroof.clone import engines
 from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
+from oneroof.clone.copying import copy_database
 from oneroof.clone.isolation import isolate
-from oneroof.clone.lifecycle import _abandon, _drop_database, _template_copy, _terminate_others
+from oneroof.clone.lifecycle import _abandon, _drop_database, _terminate_others
 from oneroof.clone.marker import (
     CREATING,
     MARKER_VERSION,
@@ -82,14 +84,17 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
     (`BadInput`: reset or drop it first).
     """
     cfg, evidence = ws.cfg, ws.evidence
+    if cfg.clone.method == engines.COMMAND:  # an external engine makes it (clone/engines.py)
+        return engines.create(ws, name, step=step)
     say = step or _quiet
     started = time.perf_counter()
     target = _target(cfg, name)
     connect.check_clone_name(target, cfg.guard.clone_name_pattern)  # before any connection
     golden = golden_name(target)
     method = cfg.clone.method
-    with ws.production() as session:
-        identity = session.identity
+    # a dump reads production's hot standby when there is one; a template copy the primary
+    with ws.reader() if method == "dump" else ws.production() as session:
+        identity = ws.production_identity
         _guard_name(cfg, target, identity)
         with ws.server() as server:
             refuse_unfit_server(cfg, server, identity)
@@ -171,6 +176,7 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
         phases,
         recovered,
         [other_major] if other_major else [],
+        copy=dict(marker.get("golden_copy") or {}),
     )
 
 
@@ -332,10 +338,20 @@ def _copy_by_dump(
     try:
         tick = time.perf_counter()
         source, roles, snapshot, exported = _dump(
-            cfg, evidence, session, directory, say, masked, key, ws.open_production
+            cfg,
+            evidence,
+            session,
+            directory,
+            say,
+            masked,
+            key,
+            ws.open_reader,
+            ws.primary_lsn if session.standby else None,
         )
         phases["dump"] = time.perf_counter() - tick
         marker["snapshot"] = snapshot
+        if session.standby:
+            marker["read_from"] = {"standby": session.identity.as_dict(), **source.standby}
         created_roles = _ensure_roles(server, roles)
         marker["created_roles"] = created_roles
         tick = time.perf_counter()
@@ -360,12 +376,15 @@ def _dump(
     masked: masking.Plan | None = None,
     key: str | None = None,
     open_helper: Callable[[], ProductionSession] | None = None,
+    primary_lsn: Callable[[], str | None] | None = None,
 ) -> tuple[Fingerprint, list[str], str, masking.Export | None]:
     """Export a snapshot, run pg_dump from it, and fingerprint production from it meanwhile.
 
     Masked tables are left out of pg_dump's data and read masked in the same transaction.
+    On a hot standby (the session's own DSN) pg_dump reads the standby too, and the source
+    fingerprint records the primary's position (`primary_lsn`) beside the replay position.
     """
-    dsn = cfg.production_dsn.resolve()
+    dsn = (session.dsn_setting or cfg.production_dsn).resolve()
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     options = f"{params.get('options') or ''} {READ_ONLY_OPTION}".strip()
     conninfo, env = _client(dsn, application_name=DUMP_APP, options=options)
@@ -378,7 +397,8 @@ def _dump(
             # statistics hold sample values (most common values, histogram bounds)
             exclude.append("--no-statistics")
     exported: masking.Export | None = None
-    with session.transaction():
+    # pg_dump holds this snapshot for its whole run; max_snapshot_seconds cannot end it
+    with session.transaction(hold_snapshot=True):
         snapshot = str(session.scalar("select pg_export_snapshot()"))
         command = [
             str(dump.bin_path(cfg, "pg_dump")),
@@ -401,6 +421,7 @@ def _dump(
             "sent",
             program="pg_dump",
             jobs=cfg.clone.jobs,
+            **session.audit_tags,
         )
         say(f"pg_dump -j {cfg.clone.jobs} from snapshot {snapshot}; fingerprinting meanwhile")
         process = _spawn([*command, conninfo], env, log)
@@ -423,6 +444,7 @@ def _dump(
                 session,
                 mode="full",
                 counters=cfg.counters,
+                primary_lsn=primary_lsn,
                 **fingerprint.scope(cfg),
             )
             if exporter is not None:
@@ -629,7 +651,9 @@ def _make_golden(
         _drop_database(ws, server, golden, identity)
     say(f"keeping golden copy {golden}")
     _terminate_others(server, name)
-    _sql(server, _template_copy(server, golden, name))
+    copied = copy_database(ws.cfg, server, golden, name)
+    say(f"golden copy by {copied.describe()} in {copied.seconds:.2f}s")
+    marker["golden_copy"] = copied.to_dict()
     _sql(
         server,
         sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true").format(

@@ -11,7 +11,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from oneroof import connect
+from oneroof.clone import engines
 from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
+from oneroof.clone.copying import copy_database
 from oneroof.clone.isolation import _drop_slots, isolate
 from oneroof.clone.marker import (
     CREATING,
@@ -34,13 +37,10 @@ from oneroof.clone.marker import (
     parse_marker,
     refuse_unfit_server,
 )
+from oneroof.config import Config
 from oneroof.connect import ServerIdentity, ServerSession
 from oneroof.errors import BadInput, ForbiddenAction
 from oneroof.workspace import Workspace
-
-# Above this size FILE_COPY (copy the files, one checkpoint) beats WAL_LOG (log every block).
-FILE_COPY_BYTES = 256 * 1024 * 1024
-
 
 # -- reset ------------------------------------------------------------------------------------
 
@@ -53,6 +53,8 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
     DSN's database name.
     """
     cfg, evidence = ws.cfg, ws.evidence
+    if _engine_made(cfg, name):
+        return engines.reset(ws, name, step=step)
     say = step or _quiet
     started = time.perf_counter()
     target = _target(cfg, name)
@@ -106,7 +108,8 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
         phases["drop"] = time.perf_counter() - tick
         tick = time.perf_counter()
         say(f"copying golden copy {golden} into {target}")
-        _sql(server, _template_copy(server, target, golden))
+        copied = copy_database(cfg, server, target, golden)
+        say(f"copied by {copied.describe()} in {copied.seconds:.2f}s")
         marker = {
             key: value
             for key, value in gmarker.items()
@@ -120,6 +123,7 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
             golden=golden,
             pid=os.getpid(),
             host=socket.gethostname(),
+            copy=copied.to_dict(),
         )
         created_at = gmarker.get("created_at")
         _write_marker(server, target, marker)
@@ -151,6 +155,7 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
         marker,
         time.perf_counter() - started,
         phases,
+        copy=copied.to_dict(),
     )
 
 
@@ -180,6 +185,8 @@ def _merge_isolation(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict
 def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> DropResult:
     """Drop the clone and its golden copy — only databases that pass the guard and are ours."""
     cfg, evidence = ws.cfg, ws.evidence
+    if _engine_made(cfg, name):
+        return engines.drop(ws, name, step=step)
     say = step or _quiet
     target = _target(cfg, name)
     _guard_name(cfg, target, None)
@@ -240,8 +247,19 @@ def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) ->
     return result
 
 
+def _engine_made(cfg: Config, name: str | None) -> bool:
+    """True for a clone an engine made or the user brought (`clone/engines.py`)."""
+    target = _target(cfg, name)
+    connect.check_clone_name(target, cfg.guard.clone_name_pattern)
+    return cfg.clone.method == engines.COMMAND or connect.adopted_clone(cfg, target) is not None
+
+
 def list_clones(ws: Workspace) -> list[CloneEntry]:
-    """Every database of the non-production server that carries a oneroof marker."""
+    """Every database of the non-production server that carries a oneroof marker, and the
+    workspace's adopted clones (each where it is)."""
+    adopted = engines.entries(ws)
+    if ws.cfg.clone_server_dsn is None:
+        return adopted
     with ws.server() as server:
         rows = _sql(
             server,
@@ -268,18 +286,10 @@ def list_clones(ws: Workspace) -> list[CloneEntry]:
                 golden=str(golden) if golden and golden in names else None,
             )
         )
-    return entries
+    return entries + [a for a in adopted if a.name not in names]
 
 
 # -- dropping and copying our own databases ---------------------------------------------------
-
-
-def _template_copy(server: ServerSession, target: str, template: str) -> sql.Composed:
-    size = _sql(server, "select pg_catalog.pg_database_size(%s)", (template,))[0][0]
-    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(target), _ident(template))
-    if server.identity.server_version_num >= 150000 and int(size or 0) >= FILE_COPY_BYTES:
-        statement += sql.SQL(" STRATEGY FILE_COPY")
-    return statement
 
 
 def _terminate_others(server: ServerSession, name: str) -> int:

@@ -110,6 +110,7 @@ class CloneInfo:
     phases: dict[str, float] = field(default_factory=dict)
     recovered: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    copy: dict[str, Any] = field(default_factory=dict)  # how the copy was made (copying)
 
     @property
     def source_fingerprint(self) -> str:
@@ -126,6 +127,7 @@ class CloneInfo:
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "recovered": self.recovered,
             "notes": self.notes,
+            "copy": self.copy,
             "marker": self.marker,
         }
 
@@ -232,6 +234,12 @@ def read_marker(ws: Workspace, name: str | None = None) -> dict[str, Any] | None
     """The marker of the clone `name` as the server holds it (no connection to the clone)."""
     target = _target(ws.cfg, name)
     connect.check_clone_name(target, ws.cfg.guard.clone_name_pattern)
+    adopted = connect.adopted_clone(ws.cfg, target)
+    if adopted is not None:  # an engine's clone: on its own server, its own database name
+        with ws.server(str(adopted["dsn"])) as server:
+            found = _database(server, str(adopted["database"]))
+        marker = found.marker if found is not None else None
+        return marker if (marker or {}).get("name") == target else None
     with ws.server() as server:
         found = _database(server, target)
     return found.marker if found is not None else None

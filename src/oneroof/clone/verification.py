@@ -50,6 +50,21 @@ def source_fingerprint(ws: Workspace, name: str | None = None) -> Fingerprint:
     return found
 
 
+def entry_fingerprint(ws: Workspace, name: str | None = None) -> Fingerprint:
+    """The fingerprint of production taken when the clone was made: its source for a dump
+    (the same snapshot), production's own at the adoption of an engine's clone."""
+    target = _target(ws.cfg, name)
+    marker = read_marker(ws, target) or {}
+    reference = (marker.get("production") or {}).get("fingerprint")
+    if reference:
+        # by label too: a clone equal to production has a fingerprint of the same id
+        label = f"adopt-production:{target}"
+        for record in reversed(ws.evidence.records("fingerprint")):
+            if record.payload.get("label") == label and record.payload.get("id") == reference:
+                return Fingerprint.from_dict(record.payload)
+    return source_fingerprint(ws, name)
+
+
 def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
     """Check every point of isolation and that the committed state is the one copied."""
     cfg, evidence = ws.cfg, ws.evidence
@@ -63,17 +78,28 @@ def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
     except ForbiddenAction as exc:
         result.add("name_guard", False, exc.message)
         return _finish(evidence, result, started)
-    with ws.server() as server:
-        refuse_unfit_server(cfg, server, identity)
+    # an adopted clone (clone/engines.py) lives on its own server, under its own name
+    adopted = connect.adopted_clone(cfg, target)
+    database = target if adopted is None else str(adopted["database"])
+    with ws.server(None if adopted is None else str(adopted["dsn"])) as server:
+        if adopted is None:
+            refuse_unfit_server(cfg, server, identity)
         try:
-            _refuse_production_database(server, target, identity)
+            if adopted is None:
+                _refuse_production_database(server, target, identity)
+            else:
+                recovering = bool(_sql(server, connect.STANDBY_PROOF)[0][0])
+                connect.refuse_production_instance(cfg, server.identity, identity, recovering)
         except ForbiddenAction as exc:
             result.add("name_guard", False, exc.message)
             return _finish(evidence, result, started)
-        result.add("name_guard", True, f"{target!r} matches the pattern and is not production")
-        found = _database(server, target)
+        where = "" if adopted is None else f" (database {database!r} at {server.identity.host})"
+        result.add(
+            "name_guard", True, f"{target!r} matches the pattern and is not production{where}"
+        )
+        found = _database(server, database)
         if found is None:
-            result.add("exists", False, f"no database {target!r} on the non-production server")
+            result.add("exists", False, f"no database {database!r} on the non-production server")
             return _finish(evidence, result, started)
         marker = found.marker
         result.marker = marker
@@ -81,10 +107,10 @@ def verify(ws: Workspace, name: str | None = None) -> CloneVerification:
             return _finish(evidence, result, started)
         assert marker is not None
         isolation: Mapping[str, Any] = marker.get("isolation") or {}
-        _check_access(cfg, server, result, target)
+        _check_access(cfg, server, result, database)
         with ws.clone(target) as clone:
             _check_triggers(cfg, clone, result)
-            _check_replication(server, clone, result, target)
+            _check_replication(server, clone, result, database)
             _check_leases(cfg, clone, result)
             reference = str(marker.get("source_fingerprint") or "")
             source = fingerprint.find(evidence, reference) if reference else None
@@ -365,7 +391,7 @@ def _check_masking(
             problems.append(
                 f"{key}: the columns masking keeps differ from production's at the snapshot"
             )
-    with ws.production() as production:
+    with ws.reader() as production:  # a hot standby of production, when there is one
         proofs = masking.prove(
             production, clone, record.get("columns") or [], ws.cfg.production.scan_budget_rows
         )

@@ -11,6 +11,8 @@ artifact opens with a header of comment lines::
     --                                          artifact's own transaction)
     -- stop: gap != 0                           (after the body, before commit: true → halt)
     -- auto: true                               (part of the post-gate auto-executable set)
+    -- transaction: none                        (CREATE INDEX CONCURRENTLY, VACUUM, …: each
+    --                                          statement on its own, in no transaction)
 
 and its body is the rest, split into statements by the PostgreSQL parser. Its checksum is
 the SHA-256 of the file's exact bytes: the text that was rehearsed is the text that runs.
@@ -34,6 +36,10 @@ with a non-zero delta is a mismatch: an artifact declares everything it changes.
   WRITE transaction: advisory lock (one key per plan), ledger re-read (skip what another
   applier did), gates again, body, exact deltas, stops, ledger row (with the digest and
   signers) — all committed together or not at all.
+- every rehearsal measures each artifact's forecast on the clone (`forecast`: locks, time,
+  rewrites, index builds, constraints, WAL) and judges its hazards (`[rollout] hazards`);
+  `transaction: none` artifacts are applied statement by statement, rerun-safe
+  (`standalone`); docs/forecast.md.
 - `watch` waits for the gates, then applies the auto-executable set and the verify
   artifacts (`auto: false` after the last auto one, read-only by the guard).
 - `status` shows the ledger, the latest rehearsal and the gates.
@@ -65,6 +71,7 @@ from oneroof.rollout.artifact import (
     resolve_plan_dir,
 )
 from oneroof.rollout.deltas import SHOWN_ROWS, ArtifactRun, compare_deltas, measure_deltas
+from oneroof.rollout.forecast import Forecast, Hazard, judge
 from oneroof.rollout.ledger import (
     LEDGER_SCHEMA,
     LEDGER_TABLE,
@@ -95,6 +102,8 @@ __all__ = [
     "Check",
     "Counts",
     "ExpectedDelta",
+    "Forecast",
+    "Hazard",
     "LedgerRow",
     "LintFinding",
     "Plan",
@@ -107,6 +116,7 @@ __all__ = [
     "compare_deltas",
     "describe",
     "find_rehearsal",
+    "judge",
     "ledger_ddl",
     "ledger_name",
     "lint",

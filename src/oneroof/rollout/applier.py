@@ -150,6 +150,11 @@ def _statement_needs(node: Any) -> tuple[list[Wanted], bool]:
         target(node.relation, *(("INSERT", DEFAULTS) if node.is_from else ("SELECT",)))
     elif isinstance(node, ast.IndexStmt):
         target(node.relation, OWNER, SCHEMA_CREATE)
+    elif isinstance(node, ast.VacuumStmt):  # VACUUM, ANALYZE: a `transaction: none` artifact
+        for vacuumed in node.rels or ():
+            target(vacuumed.relation, OWNER)
+    elif isinstance(node, ast.ReindexStmt) and node.relation is not None:
+        target(node.relation, OWNER)
     elif isinstance(node, _DDL_ON_RELATION):
         target(getattr(node, "relation", None), OWNER)
     elif isinstance(node, ast.RenameStmt | ast.AlterObjectSchemaStmt) and node.relation:

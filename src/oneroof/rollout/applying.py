@@ -18,6 +18,7 @@ from oneroof.connect import Session
 from oneroof.errors import BadInput, ForbiddenAction
 from oneroof.evidence import Evidence, Record, canonical_json
 from oneroof.gates import GateResult
+from oneroof.rollout import forecast, standalone
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.deltas import (
     ArtifactRun,
@@ -138,6 +139,10 @@ def _precheck(
                     cfg, session, evidence, plan, record, ledger, selected
                 )
                 checks.append(check)
+            if record is not None and record.payload.get("ok"):
+                # the forecast's hazards, judged by the policy in force now
+                ok, detail = forecast.hazard_check(cfg.rollout.hazards, record.payload)
+                checks.append(Check("hazards", ok, detail))
             if record is not None and record.payload.get("ok"):
                 # signatures over the digest of this plan as rehearsed in `record`
                 approval = approvals.evaluate(cfg, evidence, plan, record=record)
@@ -333,6 +338,8 @@ class ApplyResult:
     message: str = ""
     seconds: float = 0.0
     approval: Verification | None = None
+    # per applied artifact: the rehearsal's forecast and what the apply observed
+    forecasts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -361,6 +368,7 @@ class ApplyResult:
             "rehearsal": self.rehearsal,
             "seconds": round(self.seconds, 3),
             "approval": _approval_record(self.approval),
+            "forecast": self.forecasts,
         }
 
 
@@ -447,11 +455,16 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
     with ws.open_writer() as writer:
         _ensure_ledger(writer, cfg, reader)
         _ensure_approval_columns(writer, cfg.rollout.ledger_schema)
+        _ensure_forecast_columns(writer, cfg.rollout.ledger_schema)
+        predicted = forecast.forecasts_of(pre.rehearsal.payload) if pre.rehearsal else {}
         for index, artifact in enumerate(pre.selected):
             say(f"apply {artifact.id}")
-            run = _apply_with_retries(
-                writer, cfg, evidence, plan, artifact, record_hash, say, pre.approval
+            expected = predicted.get(artifact.id)
+            run, observed = _apply_one(
+                writer, cfg, evidence, plan, artifact, record_hash, say, pre.approval, expected
             )
+            if run.status == "applied":
+                result.forecasts[artifact.id] = {"forecast": expected, "observed": observed}
             result.artifacts.append(run)
             evidence.append(ARTIFACT_KIND, {"plan": plan.name, **run.to_dict()})
             if not run.ok:
@@ -466,6 +479,35 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
 LOCK_NOT_AVAILABLE = "55P03"
 
 
+def _apply_one(
+    writer: Session,
+    cfg: Config,
+    evidence: Evidence,
+    plan: Plan,
+    artifact: Artifact,
+    rehearsal: str | None,
+    say: Say,
+    approval: Verification | None,
+    expected: dict[str, Any] | None,
+) -> tuple[ArtifactRun, dict[str, Any]]:
+    """One artifact in its own transaction, or (`transaction: none`) statement by statement;
+    and the duration and WAL observed."""
+    observed: dict[str, Any] = {}
+    if artifact.transactional:
+        run = _apply_with_retries(
+            writer, cfg, evidence, plan, artifact, rehearsal, say, approval, expected, observed
+        )
+        return run, observed
+
+    def write_ledger(session: Session, done: ArtifactRun, seen: dict[str, Any]) -> None:
+        _insert_ledger(session, cfg, plan, artifact, done, rehearsal, approval, expected, seen)
+
+    run, seen = standalone.apply_standalone(
+        writer, cfg, evidence, plan, artifact, write_ledger, say
+    )
+    return run, seen or {}
+
+
 def _apply_with_retries(
     writer: Session,
     cfg: Config,
@@ -475,12 +517,14 @@ def _apply_with_retries(
     rehearsal: str | None,
     say: Say,
     approval: Verification | None = None,
+    expected: dict[str, Any] | None = None,
+    observed: dict[str, Any] | None = None,
 ) -> ArtifactRun:
     """Apply one artifact; a lock it waited `[rollout] lock_timeout` for is retried with
     backoff up to `[rollout] lock_retries` times, each attempt audited, then the plan halts."""
     attempts = 1 + cfg.rollout.lock_retries
     for attempt in range(1, attempts + 1):
-        run = _apply_artifact(writer, cfg, plan, artifact, rehearsal, approval)
+        run = _apply_artifact(writer, cfg, plan, artifact, rehearsal, approval, expected, observed)
         if run.sqlstate != LOCK_NOT_AVAILABLE:
             return run
         evidence.audit(
@@ -511,10 +555,13 @@ def _apply_artifact(
     artifact: Artifact,
     rehearsal: str | None,
     approval: Verification | None = None,
+    expected: dict[str, Any] | None = None,
+    observed: dict[str, Any] | None = None,
 ) -> ArtifactRun:
     run = ArtifactRun.of(artifact, "running")
     started = time.monotonic()
     tag = {"plan": plan.name, "artifact": artifact.id}
+    seen: dict[str, Any] = {} if observed is None else observed
     try:
         with writer.write_transaction():
             _take_lock(writer, cfg, _lock_key(plan.name), **tag)
@@ -542,9 +589,11 @@ def _apply_artifact(
             meter = DeltaMeter(
                 writer, artifact, run.expected, ledger_schema=cfg.rollout.ledger_schema
             )
+            body = forecast.observe_start(writer)
             for statement in artifact.statements:
                 columns, rows = writer.apply(statement.sql, line=statement.line, **tag)
                 _keep_rows(run, columns, rows)
+            seen.update(forecast.observe_end(writer, body))
             run.deltas, run.mismatches = meter.finish(run.expected)
             run.stops = gates.evaluate_all(
                 artifact.stops, gates.read_values(writer, cfg, artifact.stop_names)
@@ -552,7 +601,7 @@ def _apply_artifact(
             reason = _verdict(run)
             if reason:
                 raise _Halt(reason)
-            _insert_ledger(writer, cfg, plan, artifact, run, rehearsal, approval)
+            _insert_ledger(writer, cfg, plan, artifact, run, rehearsal, approval, expected, seen)
         run.status = "applied"
     except _Halt as halt:
         run.status, run.reason = "halted", halt.reason
@@ -623,6 +672,28 @@ def _ensure_approval_columns(writer: Session, schema: str) -> None:
         )
 
 
+def _ensure_forecast_columns(writer: Session, schema: str) -> None:
+    """Add `forecast`, `duration_ms` and `wal_bytes` to a ledger made before forecasts."""
+    present = writer.scalar(
+        "select count(*) from pg_catalog.pg_attribute where attrelid = "
+        f"to_regclass({pgsql.Literal(ledger_name(schema)).as_string(None)}) "
+        "and attname in ('forecast', 'duration_ms', 'wal_bytes') and not attisdropped"
+    )
+    if int(present) == 3:
+        return
+    with writer.write_transaction():
+        writer.apply(
+            pgsql.SQL(
+                "alter table {} add column if not exists forecast jsonb,"
+                " add column if not exists duration_ms double precision,"
+                " add column if not exists wal_bytes bigint"
+            )
+            .format(pgsql.Identifier(schema, LEDGER_TABLE))
+            .as_string(None),
+            step="ledger",
+        )
+
+
 def _insert_ledger(
     writer: Session,
     cfg: Config,
@@ -631,12 +702,16 @@ def _insert_ledger(
     run: ArtifactRun,
     rehearsal: str | None,
     approval: Verification | None = None,
+    expected: dict[str, Any] | None = None,
+    observed: dict[str, Any] | None = None,
 ) -> None:
     signers = approval.signers if approval is not None else []
+    seen = observed or {}
     statement = pgsql.SQL(
         "insert into {} (plan, artifact, checksum, file, deltas, gates, stops, rehearsal,"
-        " digest, signers)"
-        " values ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}::jsonb, {}, {}, {}::jsonb)"
+        " digest, signers, forecast, duration_ms, wal_bytes)"
+        " values ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}::jsonb, {}, {}, {}::jsonb,"
+        " {}::jsonb, {}, {})"
     ).format(
         pgsql.Identifier(cfg.rollout.ledger_schema, LEDGER_TABLE),
         pgsql.Literal(plan.name),
@@ -649,5 +724,8 @@ def _insert_ledger(
         pgsql.Literal(rehearsal),
         pgsql.Literal(approval.digest if approval is not None else None),
         pgsql.Literal(json.dumps(signers, sort_keys=True)),
+        pgsql.Literal(json.dumps(expected, sort_keys=True) if expected is not None else None),
+        pgsql.Literal(seen.get("ms")),
+        pgsql.Literal(seen.get("wal_bytes")),
     )
     writer.apply(statement.as_string(None), step="ledger", plan=plan.name, artifact=artifact.id)

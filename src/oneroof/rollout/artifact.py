@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +19,7 @@ from oneroof.errors import BadInput
 from oneroof.gates import Gate
 from oneroof.sqltext import Statement, strip_comment, value_text
 
-HEADER_KEYS = ("artifact", "gate", "expect-delta", "stop", "auto", "requires")
+HEADER_KEYS = ("artifact", "gate", "expect-delta", "stop", "auto", "requires", "transaction")
 KINDS = ("inserted", "updated", "deleted")
 SIGNS = {"+": "inserted", "~": "updated", "-": "deleted"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
@@ -63,6 +64,8 @@ class Artifact:
     requires: tuple[str, ...]
     statements: tuple[Statement, ...]
     text: str = field(repr=False, default="")
+    # False for `-- transaction: none`: each statement runs on its own, in no transaction
+    transactional: bool = True
 
     @property
     def gate_names(self) -> set[str]:
@@ -110,6 +113,7 @@ class Artifact:
             "auto": self.auto,
             "requires": list(self.requires),
             "statements": len(self.statements),
+            "transaction": "one" if self.transactional else "none",
         }
 
 
@@ -246,6 +250,7 @@ def parse_artifact(file: Path, counters: Iterable[str]) -> Artifact:
 
     artifact_id: str | None = None
     auto: bool | None = None
+    transactional: bool | None = None
     gate_list: list[Gate] = []
     stops: list[Gate] = []
     deltas: list[ExpectedDelta] = []
@@ -257,9 +262,11 @@ def parse_artifact(file: Path, counters: Iterable[str]) -> Artifact:
             continue
         key, value = match.group(1), strip_comment(match.group(2))
         if key not in HEADER_KEYS:
+            close = difflib.get_close_matches(key, HEADER_KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}:`? " if close else ""
             raise BadInput(
-                f"unknown header key {key!r} (known: {', '.join(HEADER_KEYS)}); a free-text "
-                "comment must not start with a lower-case `word:`",
+                f"unknown header key {key!r} ({hint}known: {', '.join(HEADER_KEYS)}); a "
+                "free-text comment must not start with a lower-case `word:`",
                 file=file,
                 line=number,
             )
@@ -285,6 +292,17 @@ def parse_artifact(file: Path, counters: Iterable[str]) -> Artifact:
             if value.lower() not in ("true", "false"):
                 raise BadInput(f"auto must be true or false, not {value!r}", file=file, line=number)
             auto = value.lower() == "true"
+        elif key == "transaction":
+            if transactional is not None:
+                raise BadInput("a second `transaction:` line", file=file, line=number)
+            if value.lower() != "none":
+                raise BadInput(
+                    f"transaction: {value!r}: the only value is `none` (an artifact runs in one "
+                    "transaction unless it says `-- transaction: none`)",
+                    file=file,
+                    line=number,
+                )
+            transactional = False
         elif key == "requires":
             for required in re.split(r"[\s,]+", value):
                 if not _ID.match(required):
@@ -331,6 +349,18 @@ def parse_artifact(file: Path, counters: Iterable[str]) -> Artifact:
                 file=file,
                 line=statement.line,
             )
+    if transactional is False:
+        _check_standalone(text, file, deltas, stops, statements)
+    else:
+        for statement in statements:
+            outside = needs_no_transaction(statement.sql)
+            if outside:
+                raise BadInput(
+                    f"{outside} cannot run inside the artifact's transaction: put it in an "
+                    "artifact of its own with the header line `-- transaction: none`",
+                    file=file,
+                    line=statement.line,
+                )
     return Artifact(
         id=artifact_id,
         file=file,
@@ -342,7 +372,89 @@ def parse_artifact(file: Path, counters: Iterable[str]) -> Artifact:
         requires=tuple(dict.fromkeys(requires)),
         statements=tuple(statements),
         text=text,
+        transactional=transactional is not False,
     )
+
+
+def _parsed(statement: str) -> Any:
+    try:
+        return pglast.parse_sql(statement)[0].stmt
+    except Exception:  # unparseable statements were refused before
+        return None
+
+
+def needs_no_transaction(statement: str) -> str | None:
+    """The name of a statement PostgreSQL runs only outside a transaction block, else None."""
+    node = _parsed(statement)
+    if isinstance(node, pglast.ast.IndexStmt) and node.concurrent:
+        return "CREATE INDEX CONCURRENTLY"
+    if isinstance(node, pglast.ast.DropStmt) and node.concurrent:
+        return "DROP INDEX CONCURRENTLY"
+    if isinstance(node, pglast.ast.ReindexStmt):
+        options = {str(option.defname) for option in node.params or ()}
+        if "concurrently" in options:
+            return "REINDEX CONCURRENTLY"
+        kind = pglast.enums.ReindexObjectType
+        if node.kind in (kind.REINDEX_OBJECT_SYSTEM, kind.REINDEX_OBJECT_DATABASE):
+            return "REINDEX SYSTEM/DATABASE"
+    if isinstance(node, pglast.ast.VacuumStmt) and node.is_vacuumcmd:
+        return "VACUUM"
+    if isinstance(node, pglast.ast.AlterTableStmt):
+        for command in node.cmds or ():
+            partition = getattr(command, "def_", None)
+            if isinstance(partition, pglast.ast.PartitionCmd) and partition.concurrent:
+                return "DETACH PARTITION CONCURRENTLY"
+    return None
+
+
+def _standalone_kind(node: Any) -> bool:
+    """Statements that change no row: what a `transaction: none` artifact may hold."""
+    if isinstance(node, pglast.ast.DropStmt):
+        return bool(node.removeType == pglast.enums.ObjectType.OBJECT_INDEX)
+    if isinstance(node, pglast.ast.AlterTableStmt):
+        return all(
+            isinstance(getattr(c, "def_", None), pglast.ast.PartitionCmd)
+            and c.subtype == pglast.enums.AlterTableType.AT_DetachPartition
+            for c in node.cmds or ()
+        )
+    return isinstance(node, pglast.ast.IndexStmt | pglast.ast.ReindexStmt | pglast.ast.VacuumStmt)
+
+
+def _check_standalone(
+    text: str,
+    file: Path,
+    deltas: list[ExpectedDelta],
+    stops: list[Gate],
+    statements: list[Statement],
+) -> None:
+    """A `transaction: none` artifact: statements that change no row, nothing to hold back."""
+    for key, present in (("expect-delta", bool(deltas)), ("stop", bool(stops))):
+        if present:
+            raise BadInput(
+                f"`{key}:` in a `transaction: none` artifact: its statements commit one by one "
+                "and change no row, so nothing could be held back; drop the line, or move the "
+                "statements that change rows to a transactional artifact",
+                file=file,
+                line=_line_of_key(text, key),
+            )
+    for statement in statements:
+        node = _parsed(statement.sql)
+        if not _standalone_kind(node):
+            raise BadInput(
+                f"not allowed in a `transaction: none` artifact: {type(node).__name__} would "
+                "commit on its own without its deltas checked; it holds only CREATE INDEX "
+                "[CONCURRENTLY], DROP INDEX [CONCURRENTLY], REINDEX, VACUUM, ANALYZE and DETACH "
+                "PARTITION … CONCURRENTLY — move this statement to a transactional artifact",
+                file=file,
+                line=statement.line,
+            )
+        if isinstance(node, pglast.ast.IndexStmt) and not node.idxname:
+            raise BadInput(
+                "name the index (CREATE INDEX CONCURRENTLY name ON …): a rerun finds the one a "
+                "killed attempt left invalid by its name",
+                file=file,
+                line=statement.line,
+            )
 
 
 def _session_setting(statement: str) -> bool:

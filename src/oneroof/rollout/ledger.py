@@ -35,6 +35,15 @@ class LedgerRow:
     deltas: Counts
     digest: str | None = None  # the plan digest the approvals signed (oneroof.approvals)
     signers: list[dict[str, Any]] = field(default_factory=list)  # {signer, level, signed_at}
+    forecast: dict[str, Any] | None = None  # the rehearsal's forecast (oneroof.rollout.forecast)
+    duration_ms: float | None = None  # observed at apply: the body's wall time
+    wal_bytes: int | None = None  # observed at apply: production's WAL position moved by
+
+    def forecast_text(self) -> str:
+        """Forecast against actual: `forecast 14 ms, 61 kB WAL; actual 12 ms, 70 kB WAL`."""
+        from oneroof.rollout.forecast import actual_text
+
+        return actual_text(self.forecast, self.duration_ms, self.wal_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +55,9 @@ class LedgerRow:
             "deltas": self.deltas,
             "digest": self.digest,
             "signers": self.signers,
+            "forecast": self.forecast,
+            "duration_ms": self.duration_ms,
+            "wal_bytes": self.wal_bytes,
         }
 
 
@@ -78,6 +90,9 @@ def ledger_ddl(schema: str, reader: str | None = None) -> tuple[str, ...]:
     rehearsal text,
     digest text check (digest ~ '^[0-9a-f]{{64}}$'),
     signers jsonb not null default '[]',
+    forecast jsonb,
+    duration_ms double precision,
+    wal_bytes bigint,
     unique (plan, artifact)
 )""",
         f"comment on table {ledger} is 'oneroof rollout ledger: one row per artifact applied, "
@@ -102,7 +117,9 @@ def read_ledger(session: Session, plan_name: str, *, schema: str) -> dict[str, L
     rows = session.execute(
         "select artifact, checksum, applied_at::text, applied_by, deltas::text,"
         # through to_jsonb: a ledger made before digest and signers existed reads as well
-        " to_jsonb(l) ->> 'digest', coalesce(to_jsonb(l) -> 'signers', '[]')::text"
+        " to_jsonb(l) ->> 'digest', coalesce(to_jsonb(l) -> 'signers', '[]')::text,"
+        " (to_jsonb(l) -> 'forecast')::text, to_jsonb(l) ->> 'duration_ms',"
+        " to_jsonb(l) ->> 'wal_bytes'"
         f" from {ledger_name(schema)} l where plan = {_literal(plan_name)} order by id"
     )
     return {
@@ -115,8 +132,11 @@ def read_ledger(session: Session, plan_name: str, *, schema: str) -> dict[str, L
             json.loads(deltas),
             str(digest) if digest else None,
             json.loads(signers),
+            json.loads(forecast) if forecast else None,
+            float(duration) if duration is not None else None,
+            int(wal) if wal is not None else None,
         )
-        for artifact, checksum, at, by, deltas, digest, signers in rows
+        for artifact, checksum, at, by, deltas, digest, signers, forecast, duration, wal in rows
     }
 
 

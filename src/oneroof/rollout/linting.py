@@ -1,4 +1,8 @@
-"""Squawk lint of a plan's artifacts: warnings to show, never a failure."""
+"""Squawk lint of a plan's artifacts: warnings to show, never a failure.
+
+Squawk guesses from the SQL text; the rehearsal's forecast (`oneroof.rollout.forecast`)
+measures the same hazards on the clone. Both are shown by `rollout plan`.
+"""
 
 from __future__ import annotations
 
@@ -56,11 +60,13 @@ def lint(plan: Plan) -> tuple[list[LintFinding], str | None]:
         return [], "squawk is not installed (pip install squawk-cli): artifacts were not linted"
     findings: list[LintFinding] = []
     for artifact in plan.artifacts:
+        # a `transaction: none` artifact runs outside any: squawk must not assume one
+        inside = ["--assume-in-transaction"] if artifact.transactional else []
         command = [
             str(binary),
             "--reporter",
             "json",
-            "--assume-in-transaction",
+            *inside,
             f"--exclude={','.join(SQUAWK_EXCLUDED)}",
             str(artifact.file),
         ]

@@ -1,9 +1,9 @@
-"""Read-only views of a plan: its ledger, latest rehearsal and gates, and its lint."""
+"""Read-only views of a plan: its ledger, latest rehearsal and gates, its lint and forecast."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oneroof import approvals, gates
@@ -13,9 +13,10 @@ from oneroof.connect import Session
 from oneroof.gates import GateResult
 from oneroof.rollout.artifact import Artifact, Plan
 from oneroof.rollout.deltas import require_tables
+from oneroof.rollout.forecast import forecasts_of
 from oneroof.rollout.ledger import LedgerRow, read_ledger
 from oneroof.rollout.linting import LintFinding, lint
-from oneroof.rollout.rehearsal import REHEARSAL_KIND
+from oneroof.rollout.rehearsal import REHEARSAL_KIND, find_rehearsal
 from oneroof.workspace import Workspace
 
 
@@ -31,10 +32,14 @@ class PlanStatus:
     rehearsal_matches: bool
     gates: list[tuple[str, GateResult]]
     approval: Verification | None = None
+    # the latest rehearsal's forecast per artifact, and its plan-level forecast
+    forecasts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    forecast: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "plan": self.plan,
+            "forecast": {"plan": self.forecast, "artifacts": self.forecasts},
             "ledger": [row.to_dict() for row in self.ledger],
             "pending": self.pending,
             "conflicts": self.conflicts,
@@ -73,6 +78,7 @@ def status(ws: Workspace, plan: Plan) -> PlanStatus:
             "clone": latest.payload.get("clone"),
             "residue_free": latest.payload.get("residue_free"),
             "source_fingerprint": latest.payload.get("source_fingerprint"),
+            "mode": latest.payload.get("mode"),
         }
     return PlanStatus(
         plan=plan.name,
@@ -85,6 +91,8 @@ def status(ws: Workspace, plan: Plan) -> PlanStatus:
         rehearsal_matches=bool(latest and latest.payload.get("checksums") == plan.checksums),
         gates=results,
         approval=approvals.evaluate(cfg, evidence, plan),
+        forecasts=forecasts_of(latest.payload) if latest is not None else {},
+        forecast=latest.payload.get("forecast") if latest is not None else None,
     )
 
 
@@ -97,6 +105,11 @@ class PlanReport:
     lint_note: str | None
     gates: list[tuple[str, GateResult]]
     applied: list[str]
+    # from the newest rehearsal of exactly these checksums (none: `forecast_note` says why)
+    forecasts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    forecast: dict[str, Any] | None = None
+    forecast_record: int | None = None
+    forecast_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +118,12 @@ class PlanReport:
             "lint_note": self.lint_note,
             "gates": [{"artifact": a, **g.to_dict()} for a, g in self.gates],
             "applied": self.applied,
+            "forecast": {
+                "record": self.forecast_record,
+                "plan": self.forecast,
+                "artifacts": self.forecasts,
+                "note": self.forecast_note,
+            },
         }
 
 
@@ -115,4 +134,23 @@ def describe(ws: Workspace, plan: Plan) -> PlanReport:
         require_tables(session, plan.artifacts)
         applied = list(read_ledger(session, plan.name, schema=ws.cfg.rollout.ledger_schema))
         results = _gate_values(ws.cfg, session, plan.artifacts)
-    return PlanReport(plan, findings, note, results, applied)
+    record, why = find_rehearsal(ws.evidence, plan)
+    if record is None:
+        return PlanReport(
+            plan,
+            findings,
+            note,
+            results,
+            applied,
+            forecast_note=f"{why}: `oneroof rollout rehearse` measures the forecast on the clone",
+        )
+    return PlanReport(
+        plan,
+        findings,
+        note,
+        results,
+        applied,
+        forecasts=forecasts_of(record.payload),
+        forecast=record.payload.get("forecast"),
+        forecast_record=record.seq,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Sequence
@@ -130,6 +131,24 @@ _DIRECTIVE = re.compile(
     r"^[ \t]*--[ \t]*(check|expect|timeout|scenario|step|assert)[ \t]*:(.*)$", re.IGNORECASE
 )
 _SQLSTATE = re.compile(r"^[0-9A-Z]{5}$")
+_DIRECTIVES = ("check", "expect", "timeout", "scenario", "step", "assert")
+_COMMENT_WORD = re.compile(r"^[ \t]*--[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]*:")
+
+
+def misspelled_directive(line: str) -> str | None:
+    """The directive a `-- word:` comment line most likely meant, when it is a near miss.
+
+    Only a lower-case word counts, and not a plural (`-- checks: …` is prose): a comment may
+    say anything, so only a likely typo is named, and only where a directive is missing.
+    """
+    match = _COMMENT_WORD.match(line)
+    if match is None:
+        return None
+    word = match.group(1)
+    if word != word.lower() or word in _DIRECTIVES or word.rstrip("s") in _DIRECTIVES:
+        return None
+    close = difflib.get_close_matches(word, _DIRECTIVES, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def parse_expectation(text: str) -> Expectation:
@@ -374,6 +393,14 @@ class _Parser:
                 statements[1].line,
             )
         if block.kind != STEP and block.expect is None:
+            for offset, text in enumerate(block.lines, start=1):
+                if misspelled_directive(text) == "expect":
+                    word = text.split(":", 1)[0].strip()
+                    raise self.fail(
+                        f"{label} has no -- expect: line; `{word}:` is not a directive "
+                        "(did you mean `-- expect:`?)",
+                        block.line + offset,
+                    )
             raise self.fail(f"{label} has no -- expect: line", block.line)
         for statement in statements:
             refusal = _transaction_control(statement.sql)

@@ -33,7 +33,10 @@ class ItemResult(_Named):
         if self.status in (Status.ERROR, Status.TIMEOUT):
             state = f"SQLSTATE {self.sqlstate}: " if self.sqlstate else ""
             return f"{state}{self.message or ''}".strip()
-        return self.message or ""
+        message = self.message or ""
+        if self.status == Status.REFUSED and message.startswith("refused on "):
+            message = message.split(": ", 1)[-1]  # the status column already says refused
+        return message
 
     def to_dict(self) -> dict[str, Any]:
         return {

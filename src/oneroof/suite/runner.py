@@ -55,7 +55,8 @@ def run(
             if target == CLONE:
                 session = stack.enter_context(ws.clone(clone_name, ready_only=True))
             else:
-                session = stack.enter_context(ws.production())
+                # a hot standby of production, when there is one ([production] replica_dsn)
+                session = stack.enter_context(ws.reader())
         result = _Runner(session, target, default_ms, progress).run(
             files, objective, residue and target == CLONE
         )

@@ -4,7 +4,7 @@
 -- expect-delta: core.ownership +0
 -- expect-delta: core.ownership ~0
 -- expect-delta: core.ownership -0
--- stop: gap != 0 or candidates != 0 or owned != objects
+-- stop: gap != 0 or candidates != 0 or owned != objects or coverage < 100
 -- auto: false
 --
 -- Read-only verification after the auto-executable set: every object has exactly one

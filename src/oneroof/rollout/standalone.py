@@ -1,0 +1,292 @@
+"""Artifacts that run in no transaction (`-- transaction: none`): their post-check and apply.
+
+`CREATE INDEX CONCURRENTLY`, `REINDEX … CONCURRENTLY`, `VACUUM` and the like cannot run
+inside a transaction block, so the rehearsal's one rolled-back transaction cannot hold them
+and a crash cannot roll them back. Here they are applied one statement at a time under the
+plan's advisory lock (held by the session, so a dead client frees it), and the ledger row is
+written, in its own transaction, only after every statement succeeded. Each index a
+statement builds, rebuilds or drops is checked by name before and after it, which is what
+makes a rerun after a crash safe: an invalid index a killed attempt left is dropped and
+rebuilt, one a previous attempt finished is kept, one already dropped is not dropped again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pglast
+import psycopg
+from psycopg import sql as pgsql
+
+from oneroof import connect, gates
+from oneroof.config import Config
+from oneroof.connect import Session
+from oneroof.errors import ForbiddenAction
+from oneroof.evidence import Evidence
+from oneroof.rollout import forecast
+from oneroof.rollout.artifact import Artifact, Plan
+from oneroof.rollout.deltas import ArtifactRun, _Halt, _keep_rows, _psycopg_reason
+from oneroof.rollout.ledger import _lock_key, _take_lock, read_ledger
+from oneroof.sqltext import Statement, setting_ms
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+WriteLedger = Callable[[Session, ArtifactRun, dict[str, Any]], None]
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class IndexTarget:
+    """The index a statement builds, rebuilds or drops, as the statement names it."""
+
+    action: str  # create | reindex | drop
+    index: str  # unqualified
+    schema: str | None  # as written, else found from the table or the search path
+    table: str | None  # CREATE INDEX: the table as written
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.index}" if self.schema else self.index
+
+
+def index_target(statement: str) -> IndexTarget | None:
+    """The index of a CREATE INDEX, REINDEX INDEX or DROP INDEX of one index, else None."""
+    try:
+        node = pglast.parse_sql(statement)[0].stmt
+    except pglast.parser.ParseError:
+        return None
+    if isinstance(node, pglast.ast.IndexStmt) and node.idxname and node.relation is not None:
+        relation = node.relation
+        table = ".".join(p for p in (relation.schemaname, relation.relname) if p)
+        return IndexTarget("create", str(node.idxname), relation.schemaname, table)
+    if (
+        isinstance(node, pglast.ast.ReindexStmt)
+        and node.kind == pglast.enums.ReindexObjectType.REINDEX_OBJECT_INDEX
+        and node.relation is not None
+    ):
+        relation = node.relation
+        return IndexTarget("reindex", str(relation.relname), relation.schemaname, None)
+    if (
+        isinstance(node, pglast.ast.DropStmt)
+        and node.removeType == pglast.enums.ObjectType.OBJECT_INDEX
+        and node.objects is not None
+        and len(node.objects) == 1
+    ):
+        parts = [str(getattr(p, "sval", "")) for p in node.objects[0]]
+        return IndexTarget("drop", parts[-1], parts[-2] if len(parts) > 1 else None, None)
+    return None
+
+
+def _literal(value: Any) -> pgsql.Composable:
+    return pgsql.Literal(value)
+
+
+def _schema_of(target: IndexTarget) -> pgsql.Composable:
+    """SQL for the index's schema: as written, else its table's, else the search path's."""
+    if target.schema:
+        return _literal(target.schema)
+    named = target.table if target.action == "create" else target.index
+    return pgsql.SQL(
+        "coalesce((select n2.nspname from pg_catalog.pg_class c2 join pg_catalog.pg_namespace n2"
+        " on n2.oid = c2.relnamespace where c2.oid = pg_catalog.to_regclass({})),"
+        " pg_catalog.current_schema())"
+    ).format(_literal(named))
+
+
+def index_state(session: Session, target: IndexTarget, *, like: bool = False) -> dict[str, bool]:
+    """`schema.index` → valid, for the target's index (or, `like`, its `_ccnew` leftovers)."""
+    name = (
+        pgsql.SQL("pg_catalog.starts_with(c.relname, {})").format(_literal(target.index + "_ccnew"))
+        if like
+        else pgsql.SQL("c.relname = {}").format(_literal(target.index))
+    )
+    statement = pgsql.SQL(
+        "select n.nspname::text, c.relname::text, i.indisvalid"
+        " from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indexrelid"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where {} and n.nspname = {}"
+    ).format(name, _schema_of(target))
+    return {
+        f"{schema}.{index}": bool(valid)
+        for schema, index, valid in session.execute(statement.as_string(None))
+    }
+
+
+def post_check(session: Session, target: IndexTarget) -> str | None:
+    """What is wrong after the statement ran: an index left invalid, or not gone."""
+    found = index_state(session, target)
+    if target.action == "drop":
+        return f"index {target.label} still exists after DROP INDEX" if found else None
+    if not found:
+        return f"index {target.label} does not exist after the statement"
+    invalid = [name for name, valid in found.items() if not valid]
+    if invalid:
+        return f"index {', '.join(invalid)} is INVALID after the statement"
+    leftovers = index_state(session, target, like=True) if target.action == "reindex" else {}
+    if leftovers:
+        return f"REINDEX left {', '.join(sorted(leftovers))} behind"
+    return None
+
+
+def _drop(writer: Session, qualified: str, **tag: Any) -> None:
+    schema, _, index = qualified.partition(".")
+    writer.apply(
+        pgsql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
+        .format(pgsql.Identifier(schema, index))
+        .as_string(None),
+        step="post-check",
+        **tag,
+    )
+
+
+def _prepare(writer: Session, target: IndexTarget, notes: list[str], **tag: Any) -> bool:
+    """Before a statement: clear what a killed attempt left; False when it is already done."""
+    found = index_state(writer, target)
+    if target.action == "create":
+        for qualified, valid in found.items():
+            if valid:
+                notes.append(f"{qualified} is valid already (an earlier attempt built it)")
+                return False
+            _drop(writer, qualified, **tag)
+            notes.append(f"dropped {qualified}, left INVALID by an earlier attempt, and rebuilt it")
+    elif target.action == "reindex":
+        for qualified in sorted(index_state(writer, target, like=True)):
+            _drop(writer, qualified, **tag)
+            notes.append(f"dropped {qualified}, left by an earlier REINDEX CONCURRENTLY")
+    elif target.action == "drop" and not found:
+        notes.append(f"{target.label} is gone already")
+        return False
+    return True
+
+
+def _clean_after_failure(writer: Session, target: IndexTarget | None, **tag: Any) -> None:
+    """A failed CREATE INDEX CONCURRENTLY leaves its index INVALID: drop it at once."""
+    if target is None or target.action not in ("create", "reindex") or writer.closed:
+        return
+    try:
+        left = index_state(writer, target, like=target.action == "reindex")
+        for qualified, valid in left.items():
+            if not valid:
+                _drop(writer, qualified, **tag)
+    except psycopg.Error:
+        return  # the rerun's `_prepare` finds it
+
+
+def _run_statement(
+    writer: Session,
+    cfg: Config,
+    evidence: Evidence,
+    plan: Plan,
+    artifact: Artifact,
+    statement: Statement,
+    run: ArtifactRun,
+    notes: list[str],
+    say: Say,
+) -> None:
+    tag = {"plan": plan.name, "artifact": artifact.id}
+    target = index_target(statement.sql)
+    if target is not None and not _prepare(writer, target, notes, **tag):
+        return
+    attempts = 1 + cfg.rollout.lock_retries
+    for attempt in range(1, attempts + 1):
+        try:
+            columns, rows = writer.apply(statement.sql, line=statement.line, **tag)
+            _keep_rows(run, columns, rows)
+            break
+        except psycopg.Error as exc:
+            _clean_after_failure(writer, target, **tag)
+            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt == attempts:
+                raise
+            evidence.audit(
+                connect.PRODUCTION,
+                "internal",
+                f"-- {artifact.id}: lock timeout, attempt {attempt} of {attempts}",
+                "retry",
+                plan=plan.name,
+                artifact=artifact.id,
+                reason=_psycopg_reason(exc),
+            )
+            pause = min(5.0, 0.25 * 2 ** (attempt - 1))
+            say(f"{artifact.id}: lock not available within {cfg.rollout.lock_timeout}; retry")
+            time.sleep(pause)
+    if target is not None:
+        problem = post_check(writer, target)
+        if problem:
+            _clean_after_failure(writer, target, **tag)
+            raise _Halt(f"post-check: {problem}; the rerun rebuilds it")
+
+
+def apply_standalone(
+    writer: Session,
+    cfg: Config,
+    evidence: Evidence,
+    plan: Plan,
+    artifact: Artifact,
+    write_ledger: WriteLedger,
+    say: Say,
+) -> tuple[ArtifactRun, dict[str, Any] | None]:
+    """Apply a `transaction: none` artifact: each statement on its own, then its ledger row;
+    the observed duration and WAL are returned for the ledger and the result."""
+    run = ArtifactRun.of(artifact, "running")
+    started = time.monotonic()
+    tag = {"plan": plan.name, "artifact": artifact.id}
+    key = _lock_key(plan.name)
+    observed: dict[str, Any] | None = None
+    try:
+        with writer.outside_transaction():
+            writer.apply("SET lock_timeout = 0", step="lock", **tag)
+            writer.apply(f"select pg_catalog.pg_advisory_lock({int(key)})", step="lock", **tag)
+            try:
+                configured = setting_ms(cfg.rollout.lock_timeout)
+                writer.apply(f"SET lock_timeout = '{configured}ms'", step="lock", **tag)
+                if writer.identity.server_version_num >= 140000:
+                    # a dead client's statement is ended within a second, its lock freed
+                    writer.apply("SET client_connection_check_interval = '1s'", step="lock", **tag)
+                ledger = read_ledger(writer, plan.name, schema=cfg.rollout.ledger_schema)
+                row = ledger.get(artifact.id)
+                if row is not None:
+                    if row.checksum != artifact.checksum:
+                        raise ForbiddenAction(
+                            f"refused: the ledger holds {artifact.id} with another checksum"
+                        )
+                    run.status, run.reason = "skipped", f"applied meanwhile at {row.applied_at}"
+                    return run, None
+                missing = [r for r in artifact.requires if r not in ledger]
+                if missing:
+                    raise _Halt(f"requires {', '.join(missing)}, not in the ledger")
+                with writer.transaction():
+                    values = gates.read_values(writer, cfg, artifact.gate_names)
+                run.gates = gates.evaluate_all(artifact.gates, values)
+                if not run.gates_hold:
+                    closed = "; ".join(g.describe() for g in run.gates if not g.holds)
+                    raise _Halt(f"gate closed: {closed}")
+                start = forecast.observe_start(writer)
+                notes: list[str] = []
+                for statement in artifact.statements:
+                    _run_statement(
+                        writer, cfg, evidence, plan, artifact, statement, run, notes, say
+                    )
+                observed = forecast.observe_end(writer, start)
+                with writer.write_transaction():
+                    _take_lock(writer, cfg, key, **tag)
+                    write_ledger(writer, run, observed)
+                run.status = "applied"
+                run.reason = "; ".join(notes) or None
+            finally:
+                if not writer.closed:
+                    writer.apply(
+                        f"select pg_catalog.pg_advisory_unlock({int(key)})", step="lock", **tag
+                    )
+                    writer.apply("RESET lock_timeout", step="lock", **tag)
+                    if writer.identity.server_version_num >= 140000:
+                        writer.apply("RESET client_connection_check_interval", step="lock", **tag)
+    except _Halt as halt:
+        run.status, run.reason = "halted", halt.reason
+    except psycopg.Error as exc:
+        run.status, run.reason, run.sqlstate = "halted", _psycopg_reason(exc), exc.sqlstate
+    finally:
+        run.seconds = time.monotonic() - started
+    return run, observed
