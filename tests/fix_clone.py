@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,9 +15,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from oneroof import cli
+from oneroof import cli, connect, roles
 from oneroof.clone import golden_name
 from oneroof.demo import load_generator
+from oneroof.embedded import EmbeddedServer
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "one-roof"
 
@@ -163,3 +167,31 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         cli.main(args)
     captured = capsys.readouterr()
     return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+@contextlib.contextmanager
+def primary_and_standby(
+    prefix: str,
+    build: Callable[[psycopg.Connection[Any]], None],
+    settings: dict[str, str] | None = None,
+) -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
+    """A production of its own — database `app`, `build` run in it, the least-privilege
+    reader on it — and its hot standby (`pg_basebackup -R`), caught up."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    primary = EmbeddedServer(root / "primary", settings=settings).start()
+    standby: EmbeddedServer | None = None
+    try:
+        with connect.open_admin(primary.dsn()) as admin:
+            admin.execute(roles.reader_sql(roles.READER_ROLE, "postgres"))
+            admin.execute("create database app")
+        with connect.open_admin(primary.dsn("app")) as conn:
+            conn.execute(roles.reader_sql(roles.READER_ROLE, "app").split(";\n", 1)[1])
+            build(conn)
+        standby = EmbeddedServer.standby_of(primary, root / "standby", settings=settings)
+        standby.wait_replayed(primary)
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.remove()
+        primary.remove()
+        shutil.rmtree(root, ignore_errors=True)

@@ -10,11 +10,9 @@ production itself, another database of production's server and a standby are ref
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from fix_clone import clone_name, remove_clone, run_cli, workspace_toml
+from fix_clone import clone_name, primary_and_standby, remove_clone, run_cli, workspace_toml
 from fix_pg import Server
 from oneroof import campaign, clone, config, connect, fingerprint, roles
 from oneroof.clone import engines
@@ -260,30 +258,46 @@ def test_a_failing_engine_is_named_and_nothing_is_adopted(
     assert code == 2 and "no program '/nonexistent/engine'" in err and "Traceback" not in err
 
 
+def test_an_engine_that_returns_production_is_refused_and_nothing_is_marked(
+    make_workspace: Any,
+    prod_server: Server,
+    prod_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An engine misconfigured to hand back production itself (here with the superuser's
+    DSN, another address form than the reader's) is production's own server: exit 3."""
+    with prod_server.admin(prod_db) as conn:
+        conn.execute("create table film (id int primary key)")
+    name = clone_name()
+    printer = [sys.executable, "-c", "import os; print(os.environ['ENGINE_PRINTS'])"]
+    extra = f'method = "command"\ncreate_command = {json.dumps(printer)}\n'
+    workspace = make_workspace(prod_db, workspace_toml(name, clone_extra=extra))
+    monkeypatch.setenv("ENGINE_PRINTS", prod_server.dsn(prod_db))
+    code, _, err = run_cli(["--workspace", str(workspace.path), "clone", "create"], capsys)
+    assert code == 3 and "production's own server" in err, err
+    cfg = workspace.config()
+    assert not (cfg.state_dir / "clones" / f"{name}.json").exists()
+    with prod_server.admin(prod_db) as conn:
+        comment = conn.execute(
+            "select shobj_description(oid, 'pg_database') from pg_database"
+            " where datname = current_database()"
+        ).fetchone()
+    assert comment == (None,)  # production was not marked
+
+
 # -- adopting: production is refused, a physical copy of it is not --------------------------------
 
 
 @pytest.fixture(scope="module")
 def physical() -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
     """A production of its own, and its standby (made by pg_basebackup -R, not promoted)."""
-    root = Path(tempfile.mkdtemp(prefix="oneroof-test-physical-"))
-    primary = EmbeddedServer(root / "primary").start()
-    standby: EmbeddedServer | None = None
-    try:
-        with connect.open_admin(primary.dsn()) as admin:
-            admin.execute(roles.reader_sql(roles.READER_ROLE, "postgres"))
-            admin.execute("create database app")
-        with connect.open_admin(primary.dsn("app")) as conn:
-            conn.execute(roles.reader_sql(roles.READER_ROLE, "app").split(";\n", 1)[1])
-            conn.execute("create table film as select g as id from generate_series(1, 100) g")
-        standby = EmbeddedServer.standby_of(primary, root / "copy")
-        standby.wait_replayed(primary)
-        yield primary, standby
-    finally:
-        if standby is not None:
-            standby.remove()
-        primary.remove()
-        shutil.rmtree(root, ignore_errors=True)
+
+    def build(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("create table film as select g as id from generate_series(1, 100) g")
+
+    with primary_and_standby("oneroof-test-physical-", build) as made:
+        yield made
 
 
 def test_adopt_refuses_production_and_its_standby_and_takes_a_physical_copy(

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fix_clone import clone_name, remove_clone, run_cli, workspace_toml
-from oneroof import clone, config, connect
+from oneroof import campaign, clone, config, connect
 from oneroof.clone import copying
 from oneroof.embedded import EmbeddedServer, XfsVolume
 from oneroof.errors import ConfigError
@@ -194,6 +194,10 @@ def test_reset_by_clone_shares_the_files_and_says_so(
     marker = clone.read_marker(Ws(cfg), name)
     assert marker is not None and marker["copy"]["file_copy_method"] == "clone"
     assert clone.verify(Ws(cfg, evidence)).ok
+    # the report names it too: the campaign keeps the clone it was reset to
+    with Ws(cfg, evidence) as ws:
+        report = campaign.run(ws).report
+    assert "FILE_COPY, file_copy_method = clone (reflinks detected" in report.facts["clone copy"]
 
     # the same reset by copy writes the whole database again
     _set_method(workspace, "copy")

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from fix_clone import clone_name, remove_clone, workspace_toml
-from oneroof import clone, fingerprint
+from oneroof import campaign, clone, fingerprint
 from oneroof.connect import SnapshotTooOld
 from oneroof.workspace import Workspace as Ws
 
 LIMIT = 1.0
+TABLES = 300
 
 
 def _build(prod_server: Any, database: str) -> None:
@@ -140,5 +141,43 @@ def test_the_dump_holds_its_snapshot_and_the_clone_equals_its_source(
             and any("pg_export_snapshot" in s for s in r.payload["statements"])
         ]
         assert dump_end and dump_end[0].payload["seconds"] > 0.05
+    finally:
+        remove_clone(nonprod_server, name)
+
+
+def test_the_report_says_the_fingerprint_split_and_states_the_longest_snapshot_and_lock(
+    make_workspace: Any, prod_server: Any, prod_db: str, nonprod_server: Any
+) -> None:
+    """A campaign on a clone made before: its entry and exit fingerprints pass the limit,
+    and the report's warnings and facts say so, from the measurements' record."""
+    _build(prod_server, prod_db)
+    with prod_server.admin(prod_db) as conn:
+        # many tables, each a few statements: the fingerprint outlasts every other
+        # production transaction of the campaign, whatever the machine's speed
+        for number in range(TABLES):
+            conn.execute(
+                f"create table t{number:03} as select g as id from generate_series(1, 5) g"
+            )
+    name = clone_name()
+    workspace = make_workspace(prod_db, _toml(name, None))
+    try:
+        with Ws(workspace.config(), workspace.evidence()) as ws:
+            clone.create(ws)
+        workspace.write(_toml(name, 0.3))
+        with Ws(workspace.config(), workspace.evidence()) as ws:
+            result = campaign.run(ws)
+        report = result.report
+        split = [w for w in report.warnings if "one snapshot per table after" in w]
+        assert split and "max_snapshot_seconds = 0.3" in split[0], (
+            report.warnings,
+            dict(report.facts),
+        )
+        assert report.facts["longest production snapshot"].endswith(
+            "s (max_snapshot_seconds = 0.3)"
+        )
+        assert report.facts["longest production lock"].startswith("ACCESS SHARE for ")
+        markdown = (result.directory / "report.md").read_text()
+        assert "one snapshot per table after" in markdown
+        assert "longest production snapshot" in markdown
     finally:
         remove_clone(nonprod_server, name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from fix_clone import remove_clone, run_cli
+from fix_clone import primary_and_standby, remove_clone, run_cli
 from fix_pg import Server
 from oneroof import campaign, config, connect, fingerprint, roles, verdicts
 from oneroof.demo import load_generator
@@ -50,26 +49,12 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    root = Path(tempfile.mkdtemp(prefix="oneroof-test-standby-"))
-    primary = EmbeddedServer(root / "primary", settings={"log_connections": "on"}).start()
-    standby: EmbeddedServer | None = None
-    try:
-        with connect.open_admin(primary.dsn()) as admin:
-            admin.execute(roles.reader_sql(roles.READER_ROLE, "postgres"))
-            admin.execute("create database app")
-        with connect.open_admin(primary.dsn("app")) as conn:
-            conn.execute(roles.reader_sql(roles.READER_ROLE, "app").split(";\n", 1)[1])
-            load_generator(EXAMPLE).build(conn, objects=200, gap=30, seed=5)
-        standby = EmbeddedServer.standby_of(
-            primary, root / "standby", settings={"log_connections": "on"}
-        )
-        standby.wait_replayed(primary)
+    def build(conn: psycopg.Connection[Any]) -> None:
+        load_generator(EXAMPLE).build(conn, objects=200, gap=30, seed=5)
+
+    logged = {"log_connections": "on"}
+    with primary_and_standby("oneroof-test-standby-", build, logged) as (primary, standby):
         yield Pair(primary, standby)
-    finally:
-        if standby is not None:
-            standby.remove()
-        primary.remove()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -166,12 +151,29 @@ def test_a_replica_dsn_that_is_the_primary_exits_2_naming_it(
 
 
 def _connections(lines: list[str]) -> list[str]:
-    """The application names of the connections a server's log shows."""
-    return [
-        m.group(1)
-        for line in lines
-        if (m := re.search(r"connection authorized: .*application_name=(\S+)", line))
-    ]
+    """Every connection a server's log shows authorized, as `user/application`: an
+    application that sets no name counts too."""
+    found = []
+    for line in lines:
+        authorized = re.search(r"connection authorized: user=(\S+)(.*)", line)
+        if authorized:
+            named = re.search(r"application_name=(\S+)", authorized.group(2))
+            found.append(f"{authorized.group(1)}/{named.group(1) if named else '-'}")
+    return found
+
+
+# What a standby campaign reads on the primary besides the gates' own counters: the
+# session's setup (identity, privileges, the guard's catalog, all catalog reads), the WAL
+# position the standby is caught up to, the ledger a gate consults, the row activity of
+# pg_stat_user_tables (a standby counts none of the primary's writes) and oneroof's own
+# sessions in pg_stat_activity and its statement timeout (compliance).
+PRIMARY_READS = (
+    "pg_catalog.pg_current_wal_lsn()",
+    "SHOW statement_timeout",
+    "to_regclass('oneroof.rollout_ledger')",
+    "from pg_catalog.pg_stat_user_tables",
+    "from pg_catalog.pg_stat_activity",
+)
 
 
 def test_a_campaign_reads_the_standby_and_the_primary_only_for_gates(
@@ -184,16 +186,17 @@ def test_a_campaign_reads_the_standby_and_the_primary_only_for_gates(
         records = ws.evidence.records("audit")
     assert measured.clone_created and measured.isolation_after.ok
     assert measured.entry.id == measured.exit.id  # production did not change meanwhile
+    assert measured.production_suites  # checks on production: on the standby (below)
     for runs in (*measured.suites.values(), *measured.production_suites.values()):
         assert all(run.ok for run in runs), [run.verdict for run in runs]
 
     on_primary = _connections(pair.log_lines(pair.primary, primary_start))
     on_standby = _connections(pair.log_lines(pair.standby, standby_start))
-    # the primary: oneroof's one guarded session, nothing else of oneroof's
-    assert [n for n in on_primary if n.startswith("oneroof")] == ["oneroof"], on_primary
+    # the primary's log: one session in the whole campaign, the reader's guarded one
+    assert on_primary == [f"{roles.READER_ROLE}/oneroof"], on_primary
     # the standby: the heavy readers, pg_dump's leader and its two workers among them
-    assert on_standby.count("oneroof-dump") == 3, on_standby
-    assert "oneroof" in on_standby
+    assert on_standby.count(f"{roles.READER_ROLE}/oneroof-dump") == 3, on_standby
+    assert f"{roles.READER_ROLE}/oneroof" in on_standby
 
     primary_sql = [r.sql or "" for r in records if r.payload.get("server") != "standby"]
     standby_sql = [r.sql or "" for r in records if r.payload.get("server") == "standby"]
@@ -204,6 +207,15 @@ def test_a_campaign_reads_the_standby_and_the_primary_only_for_gates(
     assert [s for s in standby_sql if "pg_dump" in s and "--snapshot=" in s]
     gate_counters = set(config.load(workspace).counters.values())
     assert gate_counters & set(primary_sql)
+    # and that one session read nothing but the gates and what they stand on
+    reads = [
+        r.sql or ""
+        for r in records
+        if r.payload.get("server") != "standby" and r.classification != "internal"
+    ]
+    assert reads
+    other = [s for s in reads if s not in gate_counters and not any(p in s for p in PRIMARY_READS)]
+    assert not other, other
     assert measured.production_sessions == 1 and measured.dump_sessions == 0
 
     facts = verdicts.reads_facts(measured.audit, measured.entry, measured.exit, None)

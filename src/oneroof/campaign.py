@@ -188,15 +188,7 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
         entry = clone.entry_fingerprint(ws, name)  # an engine's clone: production's own
     else:
         say("entry fingerprint of production")
-        with ws.reader() as session:
-            entry = fingerprint.take(
-                session,
-                mode="full",
-                counters=cfg.counters,
-                scan_budget_rows=cfg.production.scan_budget_rows,
-                primary_lsn=ws.primary_lsn if session.standby else None,
-                **fingerprint.scope(cfg),
-            )
+        entry = fingerprint.of_production(ws)
     fingerprint.save(evidence, entry, label="entry")
     refs = EvidenceRefs(
         entry=provenance.newest(evidence, "fingerprint", first_seq, label="entry", id=entry.id),
@@ -250,15 +242,8 @@ def measure(ws: Workspace, *, step: Step | None = None) -> Measurements:
     production_compliance = compliance.production_facts(ws)
 
     say("exit fingerprint of production")
-    with ws.reader() as session:  # on a standby: once it replayed what the primary wrote
-        exit_fp = fingerprint.take(
-            session,
-            mode=entry.mode,
-            counters=cfg.counters,
-            scan_budget_rows=cfg.production.scan_budget_rows,
-            primary_lsn=ws.primary_lsn if session.standby else None,
-            **fingerprint.scope(cfg),
-        )
+    # on a standby: once it replayed what the primary wrote
+    exit_fp = fingerprint.of_production(ws, mode=entry.mode)
     fingerprint.save(evidence, exit_fp, label="exit")
     refs.exit = provenance.newest(evidence, "fingerprint", first_seq, label="exit", id=exit_fp.id)
     activity_exit = _activity(ws)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,7 +15,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from oneroof import __version__, connect, dump, fingerprint, masking
+from oneroof import connect, dump, fingerprint, masking
 from oneroof.clone import engines
 from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
 from oneroof.clone.copying import copy_database
@@ -25,7 +23,7 @@ from oneroof.clone.isolation import isolate
 from oneroof.clone.lifecycle import _abandon, _drop_database, _terminate_others
 from oneroof.clone.marker import (
     CREATING,
-    MARKER_VERSION,
+    MAKER_KEYS,
     READY,
     ROLE_CLONE,
     ROLE_GOLDEN,
@@ -39,6 +37,8 @@ from oneroof.clone.marker import (
     _write_marker,
     golden_name,
     major_mismatch,
+    mark_ready,
+    new_marker,
     refuse_unfit_server,
 )
 from oneroof.clone.process import _client, _spawn, _stop, _tail
@@ -114,19 +114,7 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
                 dump.require_client_can_read(cfg, identity.server_version_num, "production")
             recovered = _prepare_create(ws, server, target, golden, identity, say)
             _journal(evidence, "create-started", target, server, method=method)
-            marker: dict[str, Any] = {
-                "version": MARKER_VERSION,
-                "state": CREATING,
-                "role": ROLE_CLONE,
-                "name": target,
-                "method": method,
-                "started_at": _now(),
-                "source": identity.as_dict(),
-                "golden": golden,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "tool": f"oneroof {__version__}",
-            }
+            marker = new_marker(target, method, identity, golden=golden)
             phases: dict[str, float] = {}
             try:
                 if method == "template":
@@ -155,11 +143,7 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
                 _make_golden(ws, server, target, golden, identity, marker, say)
                 phases["golden"] = time.perf_counter() - tick
                 marker.pop("golden_state", None)
-                marker.pop("pid", None)
-                marker.pop("host", None)
-                marker.pop("started_at", None)
-                marker["state"] = READY
-                marker["created_at"] = _now()
+                mark_ready(marker)
                 _write_marker(server, target, marker)
             except BaseException as exc:
                 _abandon(ws, server, target, golden, identity, marker, exc)
@@ -663,7 +647,7 @@ def _make_golden(
     golden_marker = {
         key: value
         for key, value in marker.items()
-        if key not in ("golden_state", "pid", "host", "started_at")
+        if key != "golden_state" and key not in MAKER_KEYS
     }
     golden_marker.update(
         role=ROLE_GOLDEN, name=golden, clone=name, state=READY, created_at=_now(), golden=None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,14 +35,11 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from oneroof import __version__, connect, fingerprint
+from oneroof import connect, fingerprint
 from oneroof.clone._common import Step, _ident, _now, _quiet, _sql, _target
 from oneroof.clone.isolation import isolate
 from oneroof.clone.marker import (
-    CREATING,
     JOURNAL,
-    MARKER_VERSION,
-    READY,
     ROLE_CLONE,
     CloneEntry,
     CloneInfo,
@@ -53,6 +49,8 @@ from oneroof.clone.marker import (
     _journal,
     _write_marker,
     major_mismatch,
+    mark_ready,
+    new_marker,
 )
 from oneroof.config import Config, Dsn, redact
 from oneroof.connect import ServerSession
@@ -343,24 +341,17 @@ def adopt(
                 f"{existing.get('name')!r}, not of clone {target!r}"
             )
         _journal(evidence, "adopt-started", target, server, method=method, dsn=redact(dsn))
-        marker: dict[str, Any] = {
-            "version": MARKER_VERSION,
-            "state": CREATING,
-            "role": ROLE_CLONE,
-            "name": target,
-            "method": method,
-            "database": database,
-            "started_at": _now(),
-            "source": production.as_dict(),
-            "instance": {**here.as_dict(), "started": here.started},
-            "physical_copy": here.system_identifier == production.system_identifier,
-            "wal": _wal_of(server),
-            "dsn": redact(dsn),
-            "golden": _engine_reset(cfg) if method == COMMAND else None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "tool": f"oneroof {__version__}",
-        }
+        marker = new_marker(
+            target,
+            method,
+            production,
+            database=database,
+            instance={**here.as_dict(), "started": here.started},
+            physical_copy=here.system_identifier == production.system_identifier,
+            wal=_wal_of(server),
+            dsn=redact(dsn),
+            golden=_engine_reset(cfg) if method == COMMAND else None,
+        )
         try:
             _write_marker(server, database, marker)
         except psycopg.errors.InsufficientPrivilege:
@@ -372,15 +363,7 @@ def adopt(
         try:
             tick = time.perf_counter()
             say("fingerprinting production (the state the clone is compared with)")
-            with ws.reader() as reading:
-                now = fingerprint.take(
-                    reading,
-                    mode="full",
-                    counters=cfg.counters,
-                    scan_budget_rows=cfg.production.scan_budget_rows,
-                    primary_lsn=ws.primary_lsn if reading.standby else None,
-                    **fingerprint.scope(cfg),
-                )
+            now = fingerprint.of_production(ws)
             saved = _saved_production(evidence)
             fingerprint.save(evidence, now, label=f"{ADOPT_PRODUCTION}{target}")
             say(f"fingerprinting {target} as the engine made it")
@@ -411,9 +394,7 @@ def adopt(
                     cfg, server, clone, database, say, content_hash=copied.content_hash
                 )
             phases["isolate"] = time.perf_counter() - tick
-            for key in ("pid", "host", "started_at"):
-                marker.pop(key, None)
-            marker.update(state=READY, created_at=_now())
+            mark_ready(marker)
             _write_marker(server, database, marker)
         except BaseException as exc:
             _journal(evidence, "adopt-failed", target, server, error=str(exc)[:500])
@@ -477,6 +458,11 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
             " first"
         )
     started = time.perf_counter()
+    return _adopt_made(ws, "create", _created(cfg, target, say), target, started, say)
+
+
+def _created(cfg: Config, target: str, say: Step) -> str:
+    """The DSN `create_command` printed for `target`; bad input, naming the line, if none."""
     printed = dsn_from_output(run_engine(cfg, "create_command", target, say))
     if printed is None:
         raise BadInput(
@@ -485,23 +471,38 @@ def create(ws: Workspace, name: str | None = None, *, step: Step | None = None) 
             file=cfg.file,
             line=cfg.line_of("clone", "create_command"),
         )
-    made = time.perf_counter() - started
-    info = adopt(ws, printed, target, method=COMMAND, step=say)
-    info.action = "create"
-    info.phases = {"engine": made, **info.phases}
+    return printed
+
+
+def _adopt_made(
+    ws: Workspace, action: str, dsn: str, target: str, started: float, say: Step
+) -> CloneInfo:
+    """Adopt what the engine made at `dsn`; the engine's own time is a phase of its own."""
+    engine = time.perf_counter() - started
+    info = adopt(ws, dsn, target, method=COMMAND, step=say)
+    info.action = action
+    info.phases = {"engine": engine, **info.phases}
     info.seconds = time.perf_counter() - started
     return info
+
+
+def _entry(cfg: Config, name: str | None) -> tuple[str, dict[str, Any]]:
+    """The clone's name and where the registry says it is; bad input when it names none."""
+    target = _target(cfg, name)
+    connect.check_clone_name(target, cfg.guard.clone_name_pattern)
+    entry = connect.adopted_clone(cfg, target)
+    if entry is None:
+        raise BadInput(
+            f"no clone {target!r} in this workspace: run `oneroof clone create` (or adopt)"
+        )
+    return target, entry
 
 
 def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> CloneInfo:
     """Back to the engine's copy: `reset_command` (else drop and create), then adopt again."""
     cfg = ws.cfg
     say = step or _quiet
-    target = _target(cfg, name)
-    connect.check_clone_name(target, cfg.guard.clone_name_pattern)
-    entry = connect.adopted_clone(cfg, target)
-    if entry is None:
-        raise BadInput(f"no clone {target!r} in this workspace: run `oneroof clone create`")
+    target, entry = _entry(cfg, name)
     if entry.get("method") != COMMAND:
         raise BadInput(
             f"clone {target!r} was adopted (`oneroof clone adopt`): oneroof cannot reset a "
@@ -521,28 +522,16 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
             )
         run_engine(cfg, "drop_command", target, say)
         forget(cfg, target)
-        printed = dsn_from_output(run_engine(cfg, "create_command", target, say))
-        if printed is None:
-            raise BadInput("clone.create_command printed no DSN", file=cfg.file)
-        dsn = printed
-    engine = time.perf_counter() - started
+        dsn = _created(cfg, target, say)
     forget(cfg, target)  # the engine's copy carries no marker of ours any more
-    info = adopt(ws, dsn, target, method=COMMAND, step=say)
-    info.action = "reset"
-    info.phases = {"engine": engine, **info.phases}
-    info.seconds = time.perf_counter() - started
-    return info
+    return _adopt_made(ws, "reset", dsn, target, started, say)
 
 
 def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> DropResult:
     """Remove an engine's clone (`drop_command`) or let go of an adopted one (its marker)."""
     cfg = ws.cfg
     say = step or _quiet
-    target = _target(cfg, name)
-    connect.check_clone_name(target, cfg.guard.clone_name_pattern)
-    entry = connect.adopted_clone(cfg, target)
-    if entry is None:
-        raise BadInput(f"no clone {target!r} in this workspace")
+    target, entry = _entry(cfg, name)
     result = DropResult(target)
     database = str(entry["database"])
     if entry.get("method") == COMMAND:

@@ -15,8 +15,8 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from oneroof import connect
-from oneroof.clone._common import _ident, _sql, _target
+from oneroof import __version__, connect
+from oneroof.clone._common import _ident, _now, _sql, _target
 from oneroof.config import Config
 from oneroof.connect import MARKER_KEY, MAX_IDENTIFIER_BYTES, ServerIdentity, ServerSession
 from oneroof.errors import ConfigError, ForbiddenAction
@@ -206,6 +206,34 @@ def _database(server: ServerSession, name: str) -> _Database | None:
         return None
     oid, comment, allow, template = rows[0]
     return _Database(name, int(oid), parse_marker(comment), bool(allow), bool(template))
+
+
+MAKER_KEYS = ("pid", "host", "started_at")  # who is making the clone: dropped once ready
+
+
+def new_marker(name: str, method: str, source: ServerIdentity, **fields: Any) -> dict[str, Any]:
+    """The marker of a clone in the making (`creating`): the process making it, so that an
+    interrupted make is told from one still running, and the production it stands for."""
+    return {
+        "version": MARKER_VERSION,
+        "state": CREATING,
+        "role": ROLE_CLONE,
+        "name": name,
+        "method": method,
+        "started_at": _now(),
+        "source": source.as_dict(),
+        **fields,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "tool": f"oneroof {__version__}",
+    }
+
+
+def mark_ready(marker: dict[str, Any]) -> None:
+    """The marker of a clone made: `ready`, without the maker's process."""
+    for key in MAKER_KEYS:
+        marker.pop(key, None)
+    marker.update(state=READY, created_at=_now())
 
 
 def _write_marker(server: ServerSession, name: str, marker: Mapping[str, Any]) -> None:
