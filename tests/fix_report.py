@@ -1,8 +1,40 @@
-"""Fixture plugin: a report built by hand, for renderer and API tests."""
+"""Fixture plugin: a report built by hand, for renderer and API tests, and `demo_run`, the
+demo run for real by the tests that need its campaigns."""
 
 from __future__ import annotations
 
-from oneroof import report
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oneroof import demo, report
+
+DEMO_ENVIRONMENT = ("ONEROOF_PROD_DSN", "ONEROOF_APPLY_DSN", "ONEROOF_NONPROD_DSN")
+
+
+@contextlib.contextmanager
+def demo_run(prefix: str, **options: Any) -> Iterator[demo.DemoResult]:
+    """`oneroof demo` (`demo.run(**options)`) in a directory of its own, removed afterwards
+    with the servers of a kept demo. The demo exports its servers' DSNs: they are put back
+    when it ends, so a kept demo's `dsns(result.directory)` is how to reach them."""
+    # outside pytest's basetemp: the embedded servers' socket paths must stay short
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in DEMO_ENVIRONMENT:
+                patch.setenv(name, "unset")
+            result = demo.run(directory=root / "demo", **options)
+        assert result.ok, [r.report.final_status for r in result.reports]
+        yield result
+    finally:
+        if options.get("keep"):
+            demo.stop(root / "demo")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def sample(final: str = report.PASS) -> report.Report:

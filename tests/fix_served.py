@@ -9,10 +9,8 @@ command on it — uvicorn on a port the kernel picked (`--port 0`), read from it
 from __future__ import annotations
 
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,26 +20,16 @@ from typing import IO
 
 import pytest
 
-from oneroof import demo
+from fix_report import demo_run
 
 CLI = [sys.executable, "-c", "from oneroof.cli import main; main()"]
-_DEMO_ENVIRONMENT = ("ONEROOF_PROD_DSN", "ONEROOF_APPLY_DSN", "ONEROOF_NONPROD_DSN")
 
 
 @pytest.fixture(scope="session")
 def campaign_workspace() -> Iterator[Path]:
     """A workspace after `oneroof demo --ratify`: two campaigns, every kind of evidence."""
-    # outside pytest's basetemp: the embedded servers' socket paths must stay short
-    root = Path(tempfile.mkdtemp(prefix="oneroof-served-"))
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name in _DEMO_ENVIRONMENT:  # the demo points these at its servers
-                patch.setenv(name, "unset")
-            result = demo.run(directory=root / "demo", objects=60, gap=6, ratify=True)
-        assert result.ok, [r.report.final_status for r in result.reports]
+    with demo_run("oneroof-served-", objects=60, gap=6, ratify=True) as result:
         yield result.workspace
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

@@ -1,17 +1,20 @@
 """Forbidden-action compliance on real servers: each category fails when its violation is staged.
 
 One kept demo (a small One-Roof production, its clone) per module; each test stages one
-violation — a LISTEN session or a dblink connection from the clone, an app-role session on
-the clone, an enabled subscription, a leftover oneroof session on production — runs the
-campaign and finds the category named in the report, then undoes what it staged.
+violation — a LISTEN session, a dblink connection or a postgres_fdw foreign table read from
+the clone, an app-role session on the clone, an enabled subscription, an emit trigger
+enabled on the clone, a change committed on the clone outside oneroof, a leftover oneroof
+session on production, a full content fingerprint scanning more rows than the budget
+because production's statistics under-estimated them — runs the campaign and finds the
+category named in the report and the final status FAIL, then undoes what it staged.
+Production writes by oneroof and a session without a statement timeout cannot be staged
+against real servers (the read-only transaction, the guard and the configuration refuse
+them first): tests/test_verdicts.py stages them in the measurements.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from fix_report import demo_run
 from oneroof import campaign, config, demo, report
 from oneroof.evidence import Evidence
 from oneroof.workspace import Workspace
 
+pytestmark = pytest.mark.db
 CLONE = "one_roof_clone"
-ENVIRONMENT = ("ONEROOF_PROD_DSN", "ONEROOF_APPLY_DSN", "ONEROOF_NONPROD_DSN")
 
 
 @dataclass
@@ -48,30 +52,26 @@ class Kept:
 
 @pytest.fixture(scope="module")
 def kept() -> Iterator[Kept]:
-    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
-    root = Path(tempfile.mkdtemp(prefix="oneroof-test-compliance-"))
-    try:
-        result = demo.run(directory=root / "demo", objects=60, gap=6, keep=True)
-        assert result.ok
+    with (
+        demo_run("oneroof-test-compliance-", objects=60, gap=6, keep=True) as result,
+        pytest.MonkeyPatch.context() as patch,
+    ):
         dsns = demo.dsns(result.directory)
+        for name, value in dsns.items():  # the workspace reads its servers from these
+            patch.setenv(name, value)
         yield Kept(
             result.workspace,
             dsns["ONEROOF_APPLY_DSN"],
             dsns["ONEROOF_PROD_DSN"],
             dsns["ONEROOF_NONPROD_DSN"],
         )
-    finally:
-        demo.stop(root / "demo")
-        shutil.rmtree(root, ignore_errors=True)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def failing(result: report.Report) -> dict[str, str]:
-    return {line.name: line.measured for line in result.compliance.lines if not line.ok}
+    failed = {line.name: line.measured for line in result.compliance.lines if not line.ok}
+    # a forbidden action never leaves the final status PASS
+    assert (result.final_status == report.FAIL) == bool(failed), result.final_status
+    return failed
 
 
 def test_a_clean_campaign_holds_every_category(kept: Kept) -> None:
@@ -83,6 +83,11 @@ def test_a_clean_campaign_holds_every_category(kept: Kept) -> None:
         assert f"group:{group}" in names  # the groups oneroof.toml declares in [compliance]
     scans = next(line for line in result.compliance.lines if line.name == "scans")
     assert "statement_timeout = 30s" in scans.measured
+    # the demo's chain of `after`s: one root, and nothing changed since the demo's report
+    assert [(b.target, b.change) for b in result.blockers] == [
+        ("Production ownership seed", "unchanged")
+    ]
+    assert "(unchanged)" in report.to_markdown(result)
 
 
 def test_a_listening_session_on_the_clone(kept: Kept) -> None:
@@ -107,6 +112,66 @@ def test_a_dblink_connection_from_the_clone_to_production(kept: Kept) -> None:
     finally:
         with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
             admin.execute("drop extension if exists dblink")
+
+
+def test_a_foreign_table_of_postgres_fdw_read_on_the_clone(kept: Kept) -> None:
+    production = psycopg.conninfo.conninfo_to_dict(kept.reader)
+    with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
+        admin.execute("create extension postgres_fdw")
+        admin.execute(
+            sql.SQL(
+                "create server prod_fdw foreign data wrapper postgres_fdw"
+                " options (host {}, port {}, dbname {})"
+            ).format(*(sql.Literal(str(production[k])) for k in ("host", "port", "dbname")))
+        )
+        admin.execute(
+            "create user mapping for postgres server prod_fdw options (user 'oneroof_reader')"
+        )
+        admin.execute(
+            "create foreign table public.prod_laws (code text) server prod_fdw"
+            " options (schema_name 'gov', table_name 'laws')"
+        )
+    try:
+        with psycopg.connect(kept.clone_dsn(), autocommit=True) as outbound:
+            outbound.execute("select count(*) from public.prod_laws").fetchone()
+            failed = failing(kept.campaign())
+        assert "outbound" in failed, failed
+        assert "reading a foreign table: 1" in failed["outbound"]
+        mapping = "user mappings (credentials of foreign servers): 1 (prod_fdw for postgres)"
+        assert mapping in failed["outbound"]
+    finally:
+        with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
+            admin.execute("drop extension if exists postgres_fdw cascade")
+
+
+def test_an_emit_trigger_enabled_on_the_clone(kept: Kept) -> None:
+    with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
+        admin.execute("alter table ops.issues enable trigger emit_issue_event")
+    try:
+        failed = failing(kept.campaign())
+    finally:
+        with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
+            admin.execute("alter table ops.issues disable trigger emit_issue_event")
+    assert set(failed) == {"dispatch"}, failed
+    assert "emit triggers disabled on the clone: 0 of 1" in failed["dispatch"]
+
+
+def test_a_change_committed_on_the_clone_outside_oneroof(kept: Kept) -> None:
+    edit = "update gov.laws set body = body || %s where code = 'LAW-CHARTER' and version = 1"
+    with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
+        admin.execute(edit, (" (edited on the clone)",))
+    try:
+        failed = failing(kept.campaign())
+    finally:
+        with psycopg.connect(kept.clone_dsn(), autocommit=True) as admin:
+            admin.execute(
+                "update gov.laws set body = left(body, -length(%s))"
+                " where code = 'LAW-CHARTER' and version = 1",
+                (" (edited on the clone)",),
+            )
+    assert set(failed) == {"islands"}, failed
+    assert "1 table(s) differ from the source fingerprint" in failed["islands"]
+    assert "gov.laws" in failed["islands"]
 
 
 def test_an_app_role_session_on_the_clone(kept: Kept) -> None:
@@ -152,6 +217,24 @@ def test_an_enabled_subscription_of_the_clone(kept: Kept) -> None:
             admin.execute("alter subscription oneroof_test_sub disable")
             admin.execute("alter subscription oneroof_test_sub set (slot_name = none)")
             admin.execute("drop subscription oneroof_test_sub")
+
+
+def test_a_full_scan_above_the_budget_the_statistics_hid(kept: Kept) -> None:
+    toml = kept.workspace / "oneroof.toml"
+    original = toml.read_text()
+    with psycopg.connect(kept.production, autocommit=True) as admin:
+        # never analysed: its estimate is 0 rows, so the fingerprint's budget check lets the
+        # full content scan go ahead, and only the rows it counted tell it went too far
+        admin.execute("create table ops.unanalysed as select g from generate_series(1, 5000) g")
+    toml.write_text(original.replace("[production]\n", "[production]\nscan_budget_rows = 2500\n"))
+    try:
+        failed = failing(kept.campaign())
+    finally:
+        toml.write_text(original)
+        with psycopg.connect(kept.production, autocommit=True) as admin:
+            admin.execute("drop table ops.unanalysed")
+    assert set(failed) == {"scans"}, failed
+    assert "ABOVE the scan budget of 2500 rows" in failed["scans"]
 
 
 def test_a_leftover_oneroof_session_on_production(kept: Kept) -> None:

@@ -66,7 +66,7 @@ def test_demo_with_defaults_reproduces_the_seed(server_dir) -> None:
     assert after.since is not None and after.since.report == final.id
     assert after.since.counter("gap") == (210, 0)
     assert "gap 210 → 0" in text and "verify 100%" in text
-    assert "Blockers closed: Production ownership seed" in text
+    assert "Root blockers cleared: Production ownership seed" in text
     assert [b.target for b in after.blockers] == ["Persistent axis substrate (anywhere)"]
     assert all(line.ok for line in after.compliance.lines), after.compliance.lines
 

@@ -174,7 +174,10 @@ def test_the_remaining_blocker_and_the_changes_since() -> None:
     assert "Counters: gap 210 → 0; ospa 0 → 3; unchanged: objects." in text
     assert "Targets turned GO: Production ownership seed; turned NO-GO: none; 4 unchanged" in text
     assert "Ledger entries applied since: F/F_01 (1)." in text
-    assert "Blockers closed: Production ownership seed; opened: Axis; unchanged: none." in text
+    assert (
+        "Root blockers cleared: Production ownership seed; now blocking: Axis; unchanged: none."
+        in text
+    )
     assert (
         "- Axis (now the root: Production ownership seed, which it waited on, opened): "
         "ratification — gate `axis >= 1` (axis=0). Waiting behind it: Emit, DOT." in text

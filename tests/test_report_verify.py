@@ -1,51 +1,34 @@
 """`oneroof report verify`: a report recomputed from its evidence records, digests, chain.
 
-One ratified demo per module (its servers are gone: verify needs only the evidence store);
-each test works on its own copy of the workspace and edits a report file, an evidence
-record, or the chain itself, and `report verify` must exit 1 naming what differs.
+The ratified demo of the test session (`campaign_workspace`; its servers are gone: verify
+needs only the evidence store); each test works on its own copy of the workspace and edits
+a report file, an evidence record, or the chain itself, and `report verify` must exit 1
+naming what differs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fix_clone import run_cli
-from oneroof import demo, report
+from oneroof import report
 from oneroof.evidence import GENESIS, _record_hash
 
-ENVIRONMENT = ("ONEROOF_PROD_DSN", "ONEROOF_APPLY_DSN", "ONEROOF_NONPROD_DSN")
-
-
-@pytest.fixture(scope="module")
-def ratified() -> Iterator[Path]:
-    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
-    root = Path(tempfile.mkdtemp(prefix="oneroof-test-verify-"))
-    try:
-        result = demo.run(directory=root / "demo", objects=60, gap=6, ratify=True)
-        assert result.ok
-        yield result.workspace
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+pytestmark = pytest.mark.db
 
 
 @pytest.fixture
-def workspace(ratified: Path, tmp_path: Path) -> Path:
+def workspace(campaign_workspace: Path, tmp_path: Path) -> Path:
+    """A copy of the ratified demo's workspace (fix_served), for this test to edit."""
     copy = tmp_path / "workspace"
-    shutil.copytree(ratified, copy)
+    shutil.copytree(campaign_workspace, copy)
     return copy
 
 
@@ -157,6 +140,24 @@ def test_an_edited_record_is_found_even_with_a_rewritten_chain(
         'matrix[Persistent axis substrate (anywhere)].status: recorded "NO-GO", the evidence '
         'gives "GO"' in p
         for p in found["problems"]
+    ), found["problems"]
+
+
+def test_an_edited_fingerprint_that_changes_no_figure_is_named(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def another_exit_count(data: dict[str, Any]) -> None:
+        assert data["label"] == "exit"
+        counts = data["sections"]["counts"]
+        table = sorted(counts)[0]
+        counts[table] += 1  # the report shows no exit count: only the digests tell
+
+    seq = edit_record(workspace, "fingerprint", another_exit_count, rechain=True)
+    code, found = verify(workspace, capsys)
+    assert code == 1
+    assert (
+        f"evidence: exit fingerprint (record {seq}) was edited: what it holds no longer gives "
+        "its counts digest" in found["problems"]
     ), found["problems"]
 
 

@@ -19,6 +19,7 @@ from oneroof import config, rollout, verdicts
 from oneroof import report as report_module
 from oneroof.clone import CloneVerification
 from oneroof.clone.freshness import CloneRefresh, refresh_reasons
+from oneroof.compliance import ON_CLONE
 from oneroof.errors import ConfigError
 from oneroof.evidence import Record
 from oneroof.fingerprint import Fingerprint, fingerprint_id
@@ -27,6 +28,7 @@ from oneroof.measurements import KIND, Applied, Measurements, Previous, from_rec
 from oneroof.report import FAIL, GO, NO_GO, PASS, Compliance, MatrixRow, Report
 from oneroof.rollout import ArtifactRun, LedgerRow, Rehearsal
 from oneroof.suite import FileResult, ItemResult, Residue, RunResult, Status
+from oneroof.verdicts import ISOLATION, SAFETY
 
 TOML = """\
 [production]
@@ -601,7 +603,7 @@ def test_since_the_previous_report_every_counter_and_gate(cfg: config.Config) ->
             cfg,
             entry=after_fp,
             exit=after_fp,
-            gate_values={"ospa": 3, "clone_verified": True},
+            gate_values={"ospa": 3, "clone_verified": False},
             ledgers={"F": ledger},
             previous=Previous(5, before),
         ),
@@ -610,12 +612,16 @@ def test_since_the_previous_report_every_counter_and_gate(cfg: config.Config) ->
     assert since is not None and since.report == "OR-5-aaaaaaaa"
     assert since.counters == [["gap", 210, 0], ["ospa", 0, 3]]
     assert since.counter("gap") == (210, 0)
-    assert since.targets == [["Ownership seed", NO_GO, GO]]
-    assert since.unchanged_targets == 1
+    # a gate value that is no counter, measured by the tool
+    assert since.gate_values == [["clone_verified", True, False]]
+    assert since.targets == [["Ownership seed", NO_GO, GO], ["Clone suite", GO, NO_GO]]
+    assert since.unchanged_targets == 0
     assert since.applied == ["F/F_01"]
-    assert since.blockers_closed == ["Ownership seed"] and since.blockers_opened == []
+    assert since.blockers_closed == ["Ownership seed"]
+    assert since.blockers_opened == ["Clone suite"]
     assert since.evidence == [5]
-    assert "gap 210 → 0" in report_module.to_markdown(now)
+    text = report_module.to_markdown(now)
+    assert "gap 210 → 0" in text and "Gate values: clone_verified true → false." in text
 
 
 def test_since_a_report_of_an_older_version(cfg: config.Config) -> None:
@@ -715,6 +721,17 @@ def test_each_compliance_category_fails_when_its_violation_is_staged(
     assert category in {line.name for line in failed}, result.compliance.lines
     assert result.compliance.percent < 100
     assert any(w.startswith("Forbidden-action compliance does not hold") for w in result.warnings)
+    # a forbidden action never leaves the final status PASS: the verdict it belongs to fails
+    owner = ISOLATION if category in ON_CLONE else SAFETY
+    verdict = next(v for v in result.verdicts if v.objective == owner)
+    title = next(line.title for line in failed if line.name == category)
+    assert verdict.status == FAIL and any(title in reason for reason in verdict.reasons)
+    assert result.final_status == FAIL
+
+
+def test_the_clone_categories_are_the_lines_measured_on_the_clone(cfg: config.Config) -> None:
+    lines = verdicts.judge(cfg, measurements(cfg)).compliance.lines
+    assert {line.name for line in lines if "the clone" in line.title} == ON_CLONE
 
 
 def test_a_refused_write_is_counted_and_is_no_violation(cfg: config.Config) -> None:

@@ -22,12 +22,15 @@ from pglast import ast
 from oneroof import fingerprint
 from oneroof.config import Config
 from oneroof.evidence import Record
+from oneroof.guard import walk
 from oneroof.report import ComplianceLine
 
 if TYPE_CHECKING:
     from oneroof.measurements import Measurements
     from oneroof.workspace import Workspace
 
+# the categories measured on the clone (the rest are production's)
+ON_CLONE = frozenset({"notify", "outbound", "subscriptions", "dispatch", "retargeting", "islands"})
 PRODUCTION_SESSIONS = (
     "select pid, usename::text, application_name::text, backend_type::text"
     " from pg_catalog.pg_stat_activity"
@@ -127,7 +130,7 @@ def written(sql: str, classification: str | None) -> Written:
         statements = ()
     for raw in statements:
         node = raw.stmt
-        for inner in _walk(node):
+        for inner in walk(node):
             if isinstance(inner, ast.RangeVar) and inner.relname:
                 result.relations.add(
                     f"{inner.schemaname}.{inner.relname}" if inner.schemaname else inner.relname
@@ -147,20 +150,6 @@ def written(sql: str, classification: str | None) -> Written:
     elif classification == "ddl" and not result.kinds & {"sequences", "data"}:
         result.kinds.add("schema")
     return result
-
-
-def _walk(node: Any) -> Iterable[Any]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, ast.Node):
-            yield current
-            for name in getattr(type(current), "__slots__", ()):
-                value = getattr(current, name, None)
-                if isinstance(value, ast.Node | tuple | list):
-                    stack.append(value)
-        elif isinstance(current, tuple | list):
-            stack.extend(current)
 
 
 def _names(table: str, relations: Iterable[str]) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql as pgsql
 
@@ -36,6 +36,9 @@ from oneroof.connect import FORMAT_SETTINGS, Session, lsn_value
 from oneroof.errors import BadInput
 from oneroof.evidence import Evidence, canonical_json
 from oneroof.viewtext import canonical_view
+
+if TYPE_CHECKING:
+    from oneroof.workspace import Workspace
 
 MODES = ("catalog", "counts", "full")
 ID_SECTIONS = ("schema", "counts", "content", "sequences", "counters")
@@ -180,6 +183,14 @@ def _digests(sections: Mapping[str, Any]) -> dict[str, str]:
 def fingerprint_id(digests: Mapping[str, str]) -> str:
     """The id over the digests of the sections present (the WAL position is not one)."""
     return _digest({name: digests[name] for name in ID_SECTIONS if name in digests})
+
+
+def inconsistent(fp: Fingerprint) -> list[str]:
+    """The sections whose digest no longer matches their content, and `id` when the id no
+    longer matches the digests: what an edited fingerprint record shows."""
+    digests = _digests(fp.sections)
+    wrong = [name for name, digest in digests.items() if fp.digests.get(name) != digest]
+    return wrong + (["id"] if fingerprint_id(fp.digests) != fp.id else [])
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -704,13 +715,11 @@ def take(
     )
     if session.in_transaction:
         return _take(session, *arguments, renew=False, counter_origin=counter_origin)
-    with session.transaction(consistent=True):
-        return _take(
-            session,
-            *arguments,
-            renew=session.max_snapshot_seconds is not None,
-            counter_origin=counter_origin,
-        )
+    renew = session.max_snapshot_seconds is not None
+    # held, not cut off at a statement past the limit: the fingerprint ends its snapshot
+    # itself, between tables, and the schema is read whole in the first one
+    with session.transaction(consistent=True, hold_snapshot=renew):
+        return _take(session, *arguments, renew=renew, counter_origin=counter_origin)
 
 
 def _take(
@@ -895,11 +904,17 @@ def _measure_tables(
         while True:
             with queue_lock:
                 if not queue:
-                    return
+                    break
                 table = queue.pop(0)
             if split.due(session):
                 _renew(target)
             record(table, *_measure_table(target, table, mode, method))
+        if split.allowed and target.snapshot_due():
+            # out of tables while the others finish theirs: an old snapshot is not held idle
+            if own is not None:
+                own.close()
+            else:
+                _renew(session)
 
     helpers = [open_session() for _ in range(min(jobs, total) - 1)]
     try:
@@ -1032,6 +1047,23 @@ def scope(cfg: Config) -> dict[str, Any]:
         "matview_content": cfg.fingerprint.matview_content,
         "counter_origin": (cfg.file, {n: cfg.line_of("counters", n) for n in cfg.counters}),
     }
+
+
+def of_production(ws: Workspace, *, mode: str = "full", **options: Any) -> Fingerprint:
+    """A fingerprint of production where its heavy reads go (`ws.reader()`: the standby,
+    caught up, when there is one), with the workspace's counters, scan budget and scope;
+    `options` go to `take` (`jobs`, `open_session`, `progress`)."""
+    cfg = ws.cfg
+    with ws.reader() as session:
+        return take(
+            session,
+            mode=mode,
+            counters=cfg.counters,
+            scan_budget_rows=cfg.production.scan_budget_rows,
+            primary_lsn=ws.primary_lsn if session.standby else None,
+            **scope(cfg),
+            **options,
+        )
 
 
 def partial_content(

@@ -89,7 +89,7 @@ _UTILITY_NODES = (
 )
 
 
-def _walk(node: Any) -> Iterator[ast.Node]:
+def walk(node: Any) -> Iterator[ast.Node]:
     """Every AST node below `node`, depth first, including `node` itself."""
     stack = [node]
     while stack:
@@ -260,7 +260,7 @@ _BETWEEN_KINDS = {
 def _check_read(node: ast.Node, catalog: Catalog | None, label: str) -> Verdict:
     if catalog is not None and catalog.everywhere is not None:
         return _tainted("every read", catalog.everywhere)
-    for inner in _walk(node):
+    for inner in walk(node):
         refusal: Verdict | None = None
         if isinstance(inner, _WRITE_NODES):
             return _refused(Kind.WRITE, f"data-modifying {_statement_name(inner)} inside a read")

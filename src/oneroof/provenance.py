@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oneroof import config, measurements, report, verdicts
+from oneroof import config, fingerprint, measurements, report, verdicts
 from oneroof.errors import BadInput, NotFound
 from oneroof.evidence import Evidence, Record, canonical_json
 from oneroof.measurements import Applied, Measurements
@@ -86,10 +86,32 @@ def judged(evidence: Evidence, record: Record) -> report.Report:
     It goes through its JSON form, so that the files, the campaign record, `oneroof
     report`, the dashboard and the API hold one report in one order.
     """
-    cfg, m = load(evidence, record)
+    return _judged(*load(evidence, record), record)
+
+
+def _judged(cfg: config.Config, m: Measurements, record: Record) -> report.Report:
     judged_report = verdicts.judge(cfg, m)
     judged_report.id = report_id(record)
     return report.Report.from_dict(json.loads(canonical_json(judged_report.to_dict())))
+
+
+def fingerprint_problems(m: Measurements) -> list[str]:
+    """The fingerprints behind the measurements whose content no longer matches their
+    digests and id: an edited record that may not change a figure of the report."""
+    named = {"entry": (m.refs.entry, m.entry), "exit": (m.refs.exit, m.exit)}
+    if m.clone_source is not None:
+        named["clone source"] = (m.refs.clone_source, m.clone_source)
+    problems = []
+    for label, (seq, taken) in named.items():
+        wrong = fingerprint.inconsistent(taken)
+        if wrong:
+            where = f"record {seq}" if seq is not None else "inline"
+            parts = [name if name == "id" else f"{name} digest" for name in wrong]
+            problems.append(
+                f"{label} fingerprint ({where}) was edited: what it holds no longer gives its "
+                + ", ".join(parts)
+            )
+    return problems
 
 
 def seal(
@@ -266,10 +288,12 @@ def verify(
         )
         return check
     try:
-        recomputed = judged(evidence, source)
+        cfg, m = load(evidence, source)
+        recomputed = _judged(cfg, m, source)
     except BadInput as exc:
         check.problems.append(f"the report cannot be recomputed from its evidence: {exc}")
         return check
+    check.problems += [f"evidence: {problem}" for problem in fingerprint_problems(m)]
     check.checked.append(
         f"recomputed from measurements record #{source.seq} and the records it names"
     )

@@ -153,6 +153,9 @@ class Since:
     final_status: str
     counters: list[list[Any]] = field(default_factory=list)  # [name, before, after]
     unchanged_counters: list[str] = field(default_factory=list)
+    # the values gates read that are no counter (approved, clone_verified): [name, before, after]
+    gate_values: list[list[Any]] = field(default_factory=list)
+    unchanged_gate_values: list[str] = field(default_factory=list)
     targets: list[list[str]] = field(default_factory=list)  # [target, before, after]
     unchanged_targets: int = 0
     applied: list[str] = field(default_factory=list)  # ledger entries applied since
@@ -354,8 +357,9 @@ def how_to_read(report: Report) -> list[str]:
     closed = [row for row in production if row.status == NO_GO]
     lines = [
         "PASS or FAIL (the final status, and each objective) says whether the campaign's "
-        "evidence holds: production unchanged by oneroof, the clone isolated, every suite and "
-        "rehearsal as expected. It does not say that a change may go to production.",
+        "evidence holds: production unchanged by oneroof, no forbidden action, the clone "
+        "isolated, every suite and rehearsal as expected. It does not say that a change may go "
+        "to production.",
         "GO or NO-GO (the matrix) says whether a target's gate is open, measured on "
         "production during this campaign. NO-GO means the gate is closed and the change "
         "waits for it; it is not a failure.",
@@ -396,6 +400,21 @@ def since_lines(since: Since) -> list[str]:
         )
         + "."
     ]
+    if since.gate_values or since.unchanged_gate_values:
+        moved = "; ".join(
+            f"{name} {value_text(before)} → {value_text(after)}"
+            for name, before, after in since.gate_values
+        )
+        lines.append(
+            "Gate values: "
+            + (moved or "none changed")
+            + (
+                f"; unchanged: {', '.join(since.unchanged_gate_values)}"
+                if since.unchanged_gate_values
+                else ""
+            )
+            + "."
+        )
     turned_go = [t for t, before, after in since.targets if after == GO]
     turned_no_go = [t for t, before, after in since.targets if after == NO_GO]
     lines.append(
@@ -408,7 +427,8 @@ def since_lines(since: Since) -> list[str]:
         else "Ledger entries applied since: none."
     )
     lines.append(
-        f"Blockers closed: {', '.join(since.blockers_closed) or 'none'}; opened: "
+        # a root can only be cleared or become one: "opened" would read as its gate opening
+        f"Root blockers cleared: {', '.join(since.blockers_closed) or 'none'}; now blocking: "
         f"{', '.join(since.blockers_opened) or 'none'}; unchanged: "
         f"{', '.join(since.blockers_unchanged) or 'none'}."
     )

@@ -83,6 +83,7 @@ def judge(cfg: Config, m: Measurements) -> Report:
     ]
     verdicts[0].evidence = sorted(set(prints + compliance.lines[0].evidence))
     verdicts[1].evidence = here + refs.verifications
+    violations(verdicts[0], verdicts[1], compliance.lines)
     measured = dict(m.entry.sections.get("counters", {}))
     for objective in cfg.objectives:
         rehearsal = m.rehearsals.get(objective.id)
@@ -138,14 +139,9 @@ def judge(cfg: Config, m: Measurements) -> Report:
             if m.isolation_facts.get("production_cluster")
             else "an isolated clone"
         )
-        forbidden = (
-            "no forbidden action occurred"
-            if compliance.percent == 100
-            else f"forbidden-action compliance {compliance.percent}% (see below)"
-        )
         headline = (
             f"{advanced} objective{'s' if advanced != 1 else ''} advanced on {where}; "
-            f"{proven}; {forbidden}."
+            f"{proven}; no forbidden action occurred."
         )
     else:
         failed = [v.objective for v in verdicts if v.status != PASS]
@@ -253,6 +249,20 @@ def compliance_lines(cfg: Config, m: Measurements, *, others: str = "") -> list[
     return compliance.lines(cfg, m, others=others)
 
 
+def violations(safety: Verdict, isolation: Verdict, lines: Sequence[ComplianceLine]) -> None:
+    """A category that does not hold fails the verdict it belongs to: the clone's
+    categories Clone isolation, the others Production safety. A forbidden action (or one
+    not measured) never leaves the final status PASS."""
+    from oneroof.compliance import ON_CLONE
+
+    for line in lines:
+        if not line.ok:
+            verdict = isolation if line.name in ON_CLONE else safety
+            verdict.status = FAIL
+            verdict.reasons.append(f"forbidden-action compliance: {line.title}: {line.measured}")
+            verdict.evidence = sorted({*verdict.evidence, *line.evidence})
+
+
 def artifact_values(m: Measurements) -> dict[str, Any]:
     """`name@ARTIFACT` → the value that artifact read: its apply on production, else its
     rehearsal on the clone (its gates, its result's first row, its stops, in that order)."""
@@ -348,14 +358,12 @@ def since(report: Report, previous: Report, seq: int, ledgers: dict[str, list[Le
             for k, v in previous.facts.items()
             if k.startswith("counter ")
         }
-    changed, unchanged = [], []
-    for row in report.counters:
-        if row.name not in before:
-            continue
-        if before[row.name] != row.value:
-            changed.append([row.name, before[row.name], row.value])
-        else:
-            unchanged.append(row.name)
+    changed, unchanged = _compared(before, {row.name: row.value for row in report.counters})
+    counted = {row.name for row in report.counters}
+    gates_changed, gates_unchanged = _compared(
+        {k: v for row in previous.matrix for k, v in row.values.items()},
+        {k: v for row in report.matrix for k, v in row.values.items() if k not in counted},
+    )
     statuses = {row.target: row.status for row in previous.matrix}
     targets = [
         [row.target, statuses[row.target], row.status]
@@ -380,6 +388,8 @@ def since(report: Report, previous: Report, seq: int, ledgers: dict[str, list[Le
         final_status=previous.final_status,
         counters=changed,
         unchanged_counters=unchanged,
+        gate_values=gates_changed,
+        unchanged_gate_values=gates_unchanged,
         targets=targets,
         unchanged_targets=sum(1 for row in report.matrix if statuses.get(row.target) == row.status),
         applied=applied,
@@ -388,6 +398,14 @@ def since(report: Report, previous: Report, seq: int, ledgers: dict[str, list[Le
         blockers_unchanged=sorted(now_roots & before_roots),
         evidence=[seq],
     )
+
+
+def _compared(before: dict[str, Any], now: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    """([name, before, now] of what changed, names of what did not), over the names both
+    sides measured, in the order of `now`."""
+    common = [name for name in now if name in before]
+    changed = [[name, before[name], now[name]] for name in common if before[name] != now[name]]
+    return changed, [name for name in common if before[name] == now[name]]
 
 
 def reads_facts(
