@@ -84,6 +84,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/masking.py --size-mb 256
 	$(BIN)/python bench/reset.py
+	$(BIN)/python bench/forecast.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(MAJORS)

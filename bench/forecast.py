@@ -9,7 +9,8 @@ a table of --rows rows, and times, best of --repeat, inside a transaction rolled
   statistics and WAL position before, then after, and the rows of the tables it names.
 
 `overhead_ms = forecast - direct`: the forecast's cost per artifact, which grows with the
-number of relations in the schema, not with the rows the body changes.
+number of relations in the schema (the catalog read twice) and with the rows of the tables
+the body names (counted, up to a million rows, then estimated).
 
     .venv/bin/python bench/forecast.py [--tables 1000] [--rows 100000] [--repeat 5]
 """
@@ -20,29 +21,17 @@ import argparse
 import json
 import platform
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from timing import best
 
 from oneroof import connect
 from oneroof.embedded import EmbeddedServer
 from oneroof.rollout import forecast
 
 BODY = "update bench.target set n = n + 1"
-
-
-def best(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
-    """The fastest of `repeat` runs, in ms, and the value of the last one."""
-    times = []
-    value = None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = action()
-        times.append((time.perf_counter() - start) * 1000)
-    return min(times), value
 
 
 def build(conn: psycopg.Connection[Any], tables: int, rows: int) -> None:

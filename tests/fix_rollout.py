@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,19 +257,35 @@ def build_env(tmp_path: Path, prod_dsn: str, nonprod_dsn: str, schema: str = SCH
 
 
 @pytest.fixture
-def env(
+def make_env(
     tmp_path: Path,
     prod_db: str,
     prod_server: Server,
     nonprod_server: Server,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Env]:
-    """A small production, its hand-made clone and a workspace pointing at both."""
-    built = build_env(tmp_path, prod_server.dsn(prod_db), nonprod_server.dsn("postgres"))
-    monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", reader_dsn(built.prod_dsn))
-    monkeypatch.setenv("ONEROOF_TEST_APPLY_DSN", built.prod_dsn)
-    monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", built.nonprod_dsn)
+) -> Iterator[Callable[[str], Env]]:
+    """`build_env` with `schema` on production, this process's environment pointing at it;
+    its clone dropped afterwards."""
+    made: list[Env] = []
+
+    def make(schema: str = SCHEMA) -> Env:
+        built = build_env(
+            tmp_path, prod_server.dsn(prod_db), nonprod_server.dsn("postgres"), schema
+        )
+        monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", reader_dsn(built.prod_dsn))
+        monkeypatch.setenv("ONEROOF_TEST_APPLY_DSN", built.prod_dsn)
+        monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", built.nonprod_dsn)
+        made.append(built)
+        return built
+
     try:
-        yield built
+        yield make
     finally:
-        built.drop_clone()
+        for built in made:
+            built.drop_clone()
+
+
+@pytest.fixture
+def env(make_env: Callable[[str], Env]) -> Env:
+    """A small production, its hand-made clone and a workspace pointing at both."""
+    return make_env(SCHEMA)

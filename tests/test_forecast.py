@@ -26,8 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fix_pg import Server, reader_dsn
-from fix_rollout import SCHEMA, Env, build_env
+from fix_rollout import SCHEMA, Env
 from oneroof import approvals, clone, config, rollout
 from oneroof.errors import BadInput, OneroofError
 from oneroof.evidence import Evidence
@@ -59,13 +58,31 @@ def test_the_summary_line_says_lock_time_wal_rows_and_hazards() -> None:
         ms=14.2,
         wal_bytes=62_464,
         locks=[
-            RelationLock("core.ownership", "RowExclusiveLock", "table", 210),
+            RelationLock("core.ownership", "RowExclusiveLock", "table", 1131),
             RelationLock("core.actors", "AccessShareLock", "table", 9),
         ],
+        deltas={"core.ownership": {"inserted": 0, "updated": 210, "deleted": 0}},
     )
     line = forecast.summary("F_prod_02_activate", measured.to_dict())
+    # the rows it writes; the table's own size only where the artifact reads all of it
     assert line == (
         "F_prod_02_activate: ROW EXCLUSIVE on core.ownership, 14 ms, 61 kB WAL, 210 rows; no hazard"
+    )
+    heavy = Forecast(
+        ms=1500,
+        wal_bytes=3 * 1024 * 1024,
+        locks=[RelationLock("s.a", "AccessExclusiveLock", "table", 20000)],
+        rewrites=[Rewrite("s.a", "table", 20000)],
+        indexes=[IndexBuild("s.i", "s.b", 20000, concurrently=False, valid=True)],
+        constraints=[
+            ConstraintChange("fk", "s.c", "foreign key", "added", True, 20000, 20000),
+            ConstraintChange("ck", "s.c", "check", "added", False, 20000, 0),
+        ],
+    )
+    assert forecast.summary("X", heavy.to_dict()) == (
+        "X: ACCESS EXCLUSIVE on s.a, 1500 ms, 3072 kB WAL, 0 rows, rewrites s.a (20,000 rows),"
+        " builds index s.i on s.b (20,000 rows), adds foreign key fk (validated, 20,000 rows),"
+        " adds check ck (NOT VALID); no hazard"
     )
     measured.hazards = forecast.judge(measured, 100, 1000)
     assert [h.kind for h in measured.hazards] == []
@@ -303,25 +320,14 @@ create index concurrently big_e_n on shop.big_e (n);
 
 
 @pytest.fixture
-def shop(
-    tmp_path: Path,
-    prod_db: str,
-    prod_server: Server,
-    nonprod_server: Server,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Env]:
-    built = build_env(
-        tmp_path, prod_server.dsn(prod_db), nonprod_server.dsn("postgres"), SCHEMA + SHOP
-    )
-    monkeypatch.setenv("ONEROOF_TEST_PROD_DSN", reader_dsn(built.prod_dsn))
-    monkeypatch.setenv("ONEROOF_TEST_APPLY_DSN", built.prod_dsn)
-    monkeypatch.setenv("ONEROOF_TEST_NONPROD_DSN", built.nonprod_dsn)
+def shop(make_env: Callable[[str], Env]) -> Iterator[Env]:
+    """Production with the tables of (a) to (e): large ones of 20,000 rows and a small one."""
+    built = make_env(SCHEMA + SHOP)
     try:
         yield built
     finally:
         with contextlib.suppress(OneroofError):
             with_ws(built, clone.drop)  # the clone and its golden copy, when `create` made them
-        built.drop_clone()
 
 
 def set_rollout(env: Env, **values: Any) -> None:
@@ -384,18 +390,30 @@ def waiting_on(conn: psycopg.Connection[Any], key: int) -> int | None:
     return int(row[0]) if row else None
 
 
-def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
+class Rehearsing:
+    """A rehearsal in a thread of its own, so the test can look at it from outside."""
 
-    def run() -> None:
+    def __init__(self, env: Env, plan_dir: Path) -> None:
+        self.box: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._run, args=(env, plan_dir))
+        self.thread.start()
+
+    def _run(self, env: Env, plan_dir: Path) -> None:
         try:
-            box["result"] = work()
-        except BaseException as exc:  # surfaced by the test after join
-            box["error"] = exc
+            self.box["result"] = rehearse(env, plan_dir)
+        except BaseException as exc:  # surfaced by `result`, in the test's thread
+            self.box["error"] = exc
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, box
+    def join(self) -> None:
+        self.thread.join(timeout=120)
+
+    def result(self) -> rollout.Rehearsal:
+        """The rehearsal's outcome, which must have passed residue-free."""
+        self.join()
+        assert "error" not in self.box, self.box.get("error")
+        result: rollout.Rehearsal = self.box["result"]
+        assert result.ok and result.residue_free, result.to_dict()
+        return result
 
 
 def test_each_forecast_matches_what_a_second_session_sees_inside_the_artifact(shop: Env) -> None:
@@ -406,7 +424,7 @@ def test_each_forecast_matches_what_a_second_session_sees_inside_the_artifact(sh
     with clone_conn(shop) as holder, clone_conn(shop) as observer:
         for key in KEYS.values():
             holder.execute("select pg_advisory_lock(%s)", (key,))
-        thread, box = in_thread(lambda: rehearse(shop, plan_dir))
+        running = Rehearsing(shop, plan_dir)
         try:
             for artifact_id, key in KEYS.items():
                 pid = wait_for(functools.partial(waiting_on, observer, key))
@@ -414,10 +432,8 @@ def test_each_forecast_matches_what_a_second_session_sees_inside_the_artifact(sh
                 holder.execute("select pg_advisory_unlock(%s)", (key,))
         finally:
             holder.execute("select pg_advisory_unlock_all()")
-            thread.join(timeout=120)
-    assert "error" not in box, box.get("error")
-    result: rollout.Rehearsal = box["result"]
-    assert result.ok and result.residue_free, result.to_dict()
+            running.join()
+    result = running.result()
     measured = {a: f.to_dict() for a, f in result.forecasts.items()}
 
     for artifact_id, table in TABLES.items():
@@ -569,18 +585,24 @@ def make_real_clone(env: Env) -> None:
     with_ws(env, lambda ws: clone.create(ws))
 
 
+def cic_plan(env: Env) -> Path:
+    """The plan of (e), `CREATE INDEX CONCURRENTLY`, and a clone with its golden copy."""
+    plan_dir = env.workspace / "rollout" / "S_cic"
+    plan_dir.mkdir(parents=True)
+    (plan_dir / "01_index.sql").write_text(CIC)
+    make_real_clone(env)
+    return plan_dir
+
+
 def test_create_index_concurrently_is_rehearsed_on_its_own_and_the_clone_reset(
     shop: Env,
 ) -> None:
-    plan_dir = shop.workspace / "rollout" / "S_cic"
-    plan_dir.mkdir(parents=True)
-    (plan_dir / "01_index.sql").write_text(CIC)
-    make_real_clone(shop)
+    plan_dir = cic_plan(shop)
     with clone_conn(shop) as blocker, clone_conn(shop) as observer:
         # a writer's open transaction: the concurrent build must wait for it, mid-build
         blocker.execute("begin")
         blocker.execute("update shop.big_e set n = n where id = 1")
-        thread, box = in_thread(lambda: rehearse(shop, plan_dir))
+        running = Rehearsing(shop, plan_dir)
         try:
             pid = wait_for(
                 lambda: observer.execute(
@@ -594,10 +616,8 @@ def test_create_index_concurrently_is_rehearsed_on_its_own_and_the_clone_reset(
             ).fetchone()
         finally:
             blocker.execute("rollback")
-            thread.join(timeout=120)
-    assert "error" not in box, box.get("error")
-    result: rollout.Rehearsal = box["result"]
-    assert result.ok and result.residue_free, result.to_dict()
+            running.join()
+    result = running.result()
     assert result.mode == rollout.rehearsal.COMMITTED
     assert seen == {"shop.big_e": "ShareUpdateExclusiveLock"} and invalid == (False,)
     measured = result.forecasts["S_e_index"].to_dict()
@@ -633,14 +653,17 @@ def index_rows(env: Env) -> list[tuple[Any, ...]]:
     )
 
 
-def test_create_index_concurrently_is_applied_once_and_a_rerun_after_sigkill_finishes_it(
-    shop: Env,
+@pytest.mark.parametrize("killed", ["client", "backend"])
+def test_create_index_concurrently_is_applied_once_and_a_rerun_after_a_kill_finishes_it(
+    shop: Env, killed: str
 ) -> None:
-    plan_dir = shop.workspace / "rollout" / "S_cic"
-    plan_dir.mkdir(parents=True)
-    (plan_dir / "01_index.sql").write_text(CIC)
-    make_real_clone(shop)
-    assert rehearse(shop, plan_dir).ok
+    """The apply's client is SIGKILLed mid-build, or its backend terminated."""
+    plan_dir = cic_plan(shop)
+    rehearsed = rehearse(shop, plan_dir)
+    assert rehearsed.ok, rehearsed.to_dict()
+    # nothing makes this build wait but the sampler's own snapshot: its lock is still seen
+    locks = rehearsed.forecasts["S_e_index"].locks
+    assert [(lk.relation, lk.mode) for lk in locks] == [("shop.big_e", "ShareUpdateExclusiveLock")]
 
     with psycopg.connect(shop.prod_dsn) as application:
         # an application transaction the build waits for: the apply is killed mid-build
@@ -648,10 +671,17 @@ def test_create_index_concurrently_is_applied_once_and_a_rerun_after_sigkill_fin
         process = shop.popen("rollout", "apply", str(plan_dir), "--execute")
         try:
             wait_for(lambda: index_rows(shop) == [("big_e_n", False)])
-            os.kill(process.pid, signal.SIGKILL)
+            if killed == "client":
+                os.kill(process.pid, signal.SIGKILL)
+            else:
+                shop.prod(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where query like 'create index concurrently%' and pid <> pg_backend_pid()"
+                )
         finally:
-            process.communicate(timeout=60)
-        assert process.returncode == -signal.SIGKILL
+            out, err = process.communicate(timeout=60)
+        # a dead client, or a client that saw its build end and halted the plan
+        assert process.returncode == (-signal.SIGKILL if killed == "client" else 1), out + err
         # the server ends the dead client's build within a second: the index stays INVALID
         wait_for(
             lambda: (
@@ -681,6 +711,34 @@ def test_create_index_concurrently_is_applied_once_and_a_rerun_after_sigkill_fin
     again = shop.cli("rollout", "apply", str(plan_dir), "--execute", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads(again.stdout)["status"] == "nothing to do"
+    assert len(shop.ledger()) == 1 and index_rows(shop) == [("big_e_n", True)]
+
+
+def test_two_appliers_of_create_index_concurrently_build_it_exactly_once(shop: Env) -> None:
+    plan_dir = cic_plan(shop)
+    assert rehearse(shop, plan_dir).ok
+    apply = ("rollout", "apply", str(plan_dir), "--execute", "--json")
+    with psycopg.connect(shop.prod_dsn) as application:
+        # an application transaction the first build waits for, while the second applier starts
+        application.execute("update shop.big_e set n = n where id = 1")
+        first = shop.popen(*apply)
+        wait_for(lambda: index_rows(shop) == [("big_e_n", False)])
+        second = shop.popen(*apply)
+        # the second tries the plan's advisory lock, which the first's session holds (a wait
+        # inside a statement would hold a snapshot the first's build waits for: a deadlock)
+        wait_for(
+            lambda: shop.prod(
+                "select 1 from pg_stat_activity"
+                " where query like 'select pg_catalog.pg_try_advisory_lock(%'"
+            )
+        )
+        application.rollback()
+    outputs = [process.communicate(timeout=120) for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    done, waited = (json.loads(out) for out, _ in outputs)
+    assert done["applied"] == ["S_e_index"] and waited["applied"] == []
+    [run] = [a for a in waited["artifacts"] if a["id"] == "S_e_index"]
+    assert run["status"] == "skipped" and "applied meanwhile" in run["reason"]
     assert len(shop.ledger()) == 1 and index_rows(shop) == [("big_e_n", True)]
 
 
@@ -718,3 +776,51 @@ def test_a_committed_rehearsal_keeps_the_order_and_resets_the_clone_even_when_it
         f" where datname = '{shop.clone}'"
     )[0][0]
     assert json.loads(marker)["oneroof_clone"]["state"] == "ready"
+
+
+@pytest.mark.parametrize(("ms", "hazard"), [(400.0, False), (600.0, True)])
+def test_a_run_over_half_the_apply_timeout_is_a_hazard(ms: float, hazard: bool) -> None:
+    found = forecast.judge(Forecast(ms, 0), 10**9, 10**9, timeout_ms=1000)
+    assert [h.kind for h in found] == (["timeout"] if hazard else [])
+    if found:
+        assert "[rollout] statement_timeout" in found[0].reason
+        assert forecast.summary("X", Forecast(ms, 0, hazards=found).to_dict()).endswith(
+            "1 hazard(s): timeout"
+        )
+
+
+SLOW = """\
+-- artifact: S_slow
+-- gate: true
+-- expect-delta: shop.small_d ~210
+-- auto: true
+update shop.small_d set n = n where (select count(*) from generate_series(1, 20000000)) > 0;
+"""
+
+
+def test_an_artifact_runs_under_the_rollout_timeout_and_the_reads_under_production_s(
+    shop: Env,
+) -> None:
+    toml = shop.workspace / "oneroof.toml"
+    toml.write_text(
+        toml.read_text().replace('statement_timeout = "20s"', 'statement_timeout = "300ms"')
+    )
+    plan_dir = shop.workspace / "rollout" / "S_slow"
+    plan_dir.mkdir(parents=True)
+    (plan_dir / "01_slow.sql").write_text(SLOW)
+    shop.make_clone()
+    set_rollout(shop, statement_timeout="300ms")
+    rehearsed = rehearse(shop, plan_dir)
+    assert rehearsed.ok, rehearsed.to_dict()
+    assert [h.kind for h in rehearsed.forecasts["S_slow"].hazards] == ["timeout"]
+
+    # production's read timeout (300ms) would cancel the update; the apply's own does not
+    set_rollout(shop, statement_timeout="5min")
+    done = shop.cli("rollout", "apply", str(plan_dir), "--execute", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [artifact for artifact, _ in shop.ledger()] == ["S_slow"]
+    sent = [
+        r.sql for r in shop.evidence().records("audit") if r.sql and "statement_timeout" in r.sql
+    ]
+    pair = ["SET LOCAL statement_timeout = '300000ms'", "SET LOCAL statement_timeout = '300ms'"]
+    assert any(sent[i : i + 2] == pair for i in range(len(sent))), sent

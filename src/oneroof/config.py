@@ -389,6 +389,13 @@ class RolloutSettings(_Section):
         description="Lock timeout of each artifact at apply: a blocked lock request never"
         " queues application sessions for longer",
     )
+    statement_timeout: str = Field(
+        "1h",
+        description="Timeout of each statement of an artifact at apply (an index build on a"
+        " large table outlasts production's read timeout); the apply's own reads of gates,"
+        " deltas and the ledger keep [production] statement_timeout",
+        examples=["6h"],
+    )
     lock_retries: int = Field(
         3, ge=0, le=100, description="Retries of an artifact whose lock request timed out"
     )
@@ -402,21 +409,24 @@ class RolloutSettings(_Section):
         ge=0,
         description="A table of more rows is large: a strong lock, a rewrite, a validating"
         " constraint or a blocking index build on it is a hazard of the rehearsal's forecast",
+        examples=[100_000],
     )
     hazard_lock_ms: int = Field(
         1_000,
         ge=0,
         description="A SHARE ROW EXCLUSIVE or stronger lock held longer than this (in the"
         " rehearsal, in ms) is a hazard, whatever the table's size",
+        examples=[500],
     )
     hazards: Literal["warn", "refuse"] = Field(
         "warn",
         description="warn: the forecast's hazards are shown; refuse: a rehearsal with one fails"
         " and apply refuses the plan (docs/forecast.md)",
+        examples=["refuse"],
     )
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
 
-    @field_validator("lock_timeout")
+    @field_validator("lock_timeout", "statement_timeout")
     @classmethod
     def _duration(cls, value: str) -> str:
         from oneroof.sqltext import setting_ms

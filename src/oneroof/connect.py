@@ -184,6 +184,9 @@ _WRITER_SHAPES = frozenset(
     {BEGIN_READ_WRITE, COMMIT, ROLLBACK, SESSION_READ_WRITE, SESSION_READ_ONLY}
 )
 _LOCAL_TIMEOUT = re.compile(r"^SET LOCAL statement_timeout = '\d+ms'$")
+# The applier's one session-level setting: an artifact's statement outside a transaction
+# (an index build) runs under `[rollout] statement_timeout`, then production's comes back.
+_SESSION_TIMEOUT = re.compile(r"^SET statement_timeout = '\d+ms'$")
 
 
 def local_timeout(milliseconds: int) -> str:
@@ -277,6 +280,7 @@ class Session:
         self.privileged_allowed = False
         # the longest statement timeout a transaction may set: production's own, never more
         self.max_timeout_ms: int | None = None
+        self.artifact_timeout_ms: int | None = None
         # [production] max_snapshot_seconds: checked before each statement of a transaction
         self.max_snapshot_seconds: float | None = None
         self._began: float | None = None  # when the open transaction began (monotonic)
@@ -310,7 +314,9 @@ class Session:
         self, statement: str, params: Sequence[Any] | None = None, **audit: Any
     ) -> list[tuple[Any, ...]]:
         """Run one of the tool's own exact statement shapes (transaction setup and the like)."""
-        writer_shape = self.writer and statement in _WRITER_SHAPES
+        writer_shape = self.writer and (
+            statement in _WRITER_SHAPES or bool(_SESSION_TIMEOUT.match(statement))
+        )
         if self.role == PRODUCTION and not (_is_internal(statement) or writer_shape):
             raise ForbiddenAction(f"not an internal statement shape: {statement!r}")
         self._audit(guard.Kind.INTERNAL, statement, "sent", **audit)
@@ -587,7 +593,30 @@ class Session:
         self._sent.append(statement)
         if self._first_read is None:
             self._first_read = time.monotonic()
-        return self._send(statement, params, verdict.kind)
+        if "step" in audit:  # oneroof's own statements of the apply: locks, ledger, post-checks
+            return self._send(statement, params, verdict.kind)
+        with self._artifact_timeout(alone):
+            return self._send(statement, params, verdict.kind)
+
+    @contextmanager
+    def _artifact_timeout(self, alone: bool) -> Iterator[None]:
+        """An artifact's statement runs under `[rollout] statement_timeout`, every read of the
+        apply (gates, deltas, the ledger) under production's own."""
+        limit, usual = self.artifact_timeout_ms, self.max_timeout_ms
+        if self.role != PRODUCTION or limit is None or usual is None or limit == usual:
+            yield
+            return
+        if alone:
+            self.internal(f"SET statement_timeout = '{int(limit)}ms'")
+            try:
+                yield
+            finally:
+                if not self._conn.closed:
+                    self.internal(f"SET statement_timeout = '{int(usual)}ms'")
+            return
+        self.internal(local_timeout(limit))
+        yield  # a failed statement aborts the transaction: nothing more is read in it
+        self.internal(local_timeout(usual))
 
     def set_statement_timeout(self, milliseconds: int) -> int:
         """Set the open transaction's statement timeout; on production never above its own.
@@ -727,6 +756,13 @@ def read_catalog(session: Session, config: Config) -> catalog.Catalog:
     return catalog.Catalog.build(catalog.rows_from_results(results), trust(config))
 
 
+def _artifact_timeout_ms(config: Config) -> int:
+    """`[rollout] statement_timeout` in milliseconds (validated when the config was read)."""
+    from oneroof.sqltext import setting_ms
+
+    return setting_ms(config.rollout.statement_timeout)
+
+
 def statement_timeout_ms(config: Config) -> int:
     """`[production] statement_timeout` in milliseconds (a bare number is milliseconds)."""
     from oneroof.sqltext import setting_ms
@@ -776,6 +812,8 @@ def _open_production(
         session.audit_tags = tags
         session.dsn_setting = dsn_setting
         session.max_timeout_ms = max_timeout_ms
+        if applier:
+            session.artifact_timeout_ms = _artifact_timeout_ms(config)
         session.max_snapshot_seconds = config.production.max_snapshot_seconds
         with session.transaction():  # the session's setup is one proven transaction too
             _set_up(session, config, evidence, applier)

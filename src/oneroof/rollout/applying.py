@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from psycopg import sql as pgsql
 
-from oneroof import approvals, connect, fingerprint, gates, guard
+from oneroof import approvals, fingerprint, gates, guard
 from oneroof.approvals import Verification
 from oneroof.config import Config
 from oneroof.connect import Session
@@ -25,18 +24,21 @@ from oneroof.rollout.deltas import (
     DeltaMeter,
     _Halt,
     _keep_rows,
-    _psycopg_reason,
     _verdict,
     require_tables,
+    settled,
 )
 from oneroof.rollout.ledger import (
     LEDGER_TABLE,
+    LOCK_NOT_AVAILABLE,
     LedgerRow,
+    _ensure_columns,
     _ensure_ledger,
     _lock_key,
     _take_lock,
-    ledger_name,
+    lock_retry,
     read_ledger,
+    recheck,
 )
 from oneroof.rollout.rehearsal import Say, _quiet, find_rehearsal
 from oneroof.workspace import Workspace
@@ -454,8 +456,7 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
     record_hash = pre.rehearsal.hash if pre.rehearsal else None
     with ws.open_writer() as writer:
         _ensure_ledger(writer, cfg, reader)
-        _ensure_approval_columns(writer, cfg.rollout.ledger_schema)
-        _ensure_forecast_columns(writer, cfg.rollout.ledger_schema)
+        _ensure_columns(writer, cfg.rollout.ledger_schema)
         predicted = forecast.forecasts_of(pre.rehearsal.payload) if pre.rehearsal else {}
         for index, artifact in enumerate(pre.selected):
             say(f"apply {artifact.id}")
@@ -476,9 +477,6 @@ def _apply(ws: Workspace, plan: Plan, *, execute: bool, mode: str, say: Say | No
     return finish("applied", True, f"applied {', '.join(applied) or 'nothing new'}")
 
 
-LOCK_NOT_AVAILABLE = "55P03"
-
-
 def _apply_one(
     writer: Session,
     cfg: Config,
@@ -491,61 +489,30 @@ def _apply_one(
     expected: dict[str, Any] | None,
 ) -> tuple[ArtifactRun, dict[str, Any]]:
     """One artifact in its own transaction, or (`transaction: none`) statement by statement;
-    and the duration and WAL observed."""
-    observed: dict[str, Any] = {}
-    if artifact.transactional:
-        run = _apply_with_retries(
-            writer, cfg, evidence, plan, artifact, rehearsal, say, approval, expected, observed
+    and the duration and WAL observed. A lock waited `[rollout] lock_timeout` for is retried
+    with backoff up to `[rollout] lock_retries` times, each attempt audited, then it halts."""
+    if not artifact.transactional:
+
+        def write_ledger(session: Session, done: ArtifactRun, seen: dict[str, Any]) -> None:
+            _insert_ledger(session, cfg, plan, artifact, done, rehearsal, approval, expected, seen)
+
+        run, seen = standalone.apply_standalone(
+            writer, cfg, evidence, plan, artifact, write_ledger, say
         )
-        return run, observed
-
-    def write_ledger(session: Session, done: ArtifactRun, seen: dict[str, Any]) -> None:
-        _insert_ledger(session, cfg, plan, artifact, done, rehearsal, approval, expected, seen)
-
-    run, seen = standalone.apply_standalone(
-        writer, cfg, evidence, plan, artifact, write_ledger, say
-    )
-    return run, seen or {}
-
-
-def _apply_with_retries(
-    writer: Session,
-    cfg: Config,
-    evidence: Evidence,
-    plan: Plan,
-    artifact: Artifact,
-    rehearsal: str | None,
-    say: Say,
-    approval: Verification | None = None,
-    expected: dict[str, Any] | None = None,
-    observed: dict[str, Any] | None = None,
-) -> ArtifactRun:
-    """Apply one artifact; a lock it waited `[rollout] lock_timeout` for is retried with
-    backoff up to `[rollout] lock_retries` times, each attempt audited, then the plan halts."""
-    attempts = 1 + cfg.rollout.lock_retries
-    for attempt in range(1, attempts + 1):
+        return run, seen or {}
+    attempt = 1
+    while True:
+        observed: dict[str, Any] = {}
         run = _apply_artifact(writer, cfg, plan, artifact, rehearsal, approval, expected, observed)
         if run.sqlstate != LOCK_NOT_AVAILABLE:
-            return run
-        evidence.audit(
-            connect.PRODUCTION,
-            "internal",
-            f"-- {artifact.id}: lock timeout, attempt {attempt} of {attempts}",
-            "retry" if attempt < attempts else "halted",
-            plan=plan.name,
-            artifact=artifact.id,
-            reason=run.reason,
-        )
-        if attempt < attempts:
-            pause = min(5.0, 0.25 * 2 ** (attempt - 1))
-            wait = cfg.rollout.lock_timeout
-            say(f"{artifact.id}: lock not available within {wait}; retry in {pause:g}s")
-            time.sleep(pause)
-    run.reason = (
-        f"a lock stayed unavailable: {attempts} attempt(s) of {cfg.rollout.lock_timeout} each "
-        f"({run.reason})"
-    )
-    return run
+            return run, observed
+        if not lock_retry(evidence, cfg, plan.name, artifact.id, attempt, run.reason, say):
+            run.reason = (
+                f"a lock stayed unavailable: {attempt} attempt(s) of {cfg.rollout.lock_timeout} "
+                f"each ({run.reason})"
+            )
+            return run, observed
+        attempt += 1
 
 
 def _apply_artifact(
@@ -554,30 +521,18 @@ def _apply_artifact(
     plan: Plan,
     artifact: Artifact,
     rehearsal: str | None,
-    approval: Verification | None = None,
-    expected: dict[str, Any] | None = None,
-    observed: dict[str, Any] | None = None,
+    approval: Verification | None,
+    expected: dict[str, Any] | None,
+    observed: dict[str, Any],
 ) -> ArtifactRun:
+    """One transactional artifact; `observed` gets the duration and WAL of its body."""
     run = ArtifactRun.of(artifact, "running")
-    started = time.monotonic()
     tag = {"plan": plan.name, "artifact": artifact.id}
-    seen: dict[str, Any] = {} if observed is None else observed
-    try:
+    with settled(run, "halted"):
         with writer.write_transaction():
             _take_lock(writer, cfg, _lock_key(plan.name), **tag)
-            # After the lock: what another applier committed meanwhile is visible now.
-            ledger = read_ledger(writer, plan.name, schema=cfg.rollout.ledger_schema)
-            row = ledger.get(artifact.id)
-            if row is not None:
-                if row.checksum != artifact.checksum:
-                    raise ForbiddenAction(
-                        f"refused: the ledger holds {artifact.id} with another checksum"
-                    )
-                run.status, run.reason = "skipped", f"applied meanwhile at {row.applied_at}"
+            if recheck(writer, cfg, plan.name, artifact, run):
                 return run
-            missing = [r for r in artifact.requires if r not in ledger]
-            if missing:
-                raise _Halt(f"requires {', '.join(missing)}, not in the ledger")
             values = gates.read_values(writer, cfg, artifact.gate_names | artifact.delta_names)
             run.gates = gates.evaluate_all(artifact.gates, values)
             if not run.gates_hold:
@@ -593,7 +548,7 @@ def _apply_artifact(
             for statement in artifact.statements:
                 columns, rows = writer.apply(statement.sql, line=statement.line, **tag)
                 _keep_rows(run, columns, rows)
-            seen.update(forecast.observe_end(writer, body))
+            observed.update(forecast.observe_end(writer, body))
             run.deltas, run.mismatches = meter.finish(run.expected)
             run.stops = gates.evaluate_all(
                 artifact.stops, gates.read_values(writer, cfg, artifact.stop_names)
@@ -601,14 +556,10 @@ def _apply_artifact(
             reason = _verdict(run)
             if reason:
                 raise _Halt(reason)
-            _insert_ledger(writer, cfg, plan, artifact, run, rehearsal, approval, expected, seen)
+            _insert_ledger(
+                writer, cfg, plan, artifact, run, rehearsal, approval, expected, observed
+            )
         run.status = "applied"
-    except _Halt as halt:
-        run.status, run.reason = "halted", halt.reason
-    except psycopg.Error as exc:
-        run.status, run.reason, run.sqlstate = "halted", _psycopg_reason(exc), exc.sqlstate
-    finally:
-        run.seconds = time.monotonic() - started
     return run
 
 
@@ -648,50 +599,6 @@ def watch(
             return result
         say(f"waiting: {shown}")
         time.sleep(min(interval, remaining))
-
-
-def _ensure_approval_columns(writer: Session, schema: str) -> None:
-    """Add `digest` and `signers` to a ledger made before approvals existed."""
-    present = writer.scalar(
-        "select count(*) from pg_catalog.pg_attribute where attrelid = "
-        f"to_regclass({pgsql.Literal(ledger_name(schema)).as_string(None)}) "
-        "and attname in ('digest', 'signers') and not attisdropped"
-    )
-    if int(present) == 2:
-        return
-    with writer.write_transaction():
-        writer.apply(
-            pgsql.SQL(
-                "alter table {} add column if not exists digest text"
-                " check (digest ~ '^[0-9a-f]{{64}}$'),"
-                " add column if not exists signers jsonb not null default '[]'"
-            )
-            .format(pgsql.Identifier(schema, LEDGER_TABLE))
-            .as_string(None),
-            step="ledger",
-        )
-
-
-def _ensure_forecast_columns(writer: Session, schema: str) -> None:
-    """Add `forecast`, `duration_ms` and `wal_bytes` to a ledger made before forecasts."""
-    present = writer.scalar(
-        "select count(*) from pg_catalog.pg_attribute where attrelid = "
-        f"to_regclass({pgsql.Literal(ledger_name(schema)).as_string(None)}) "
-        "and attname in ('forecast', 'duration_ms', 'wal_bytes') and not attisdropped"
-    )
-    if int(present) == 3:
-        return
-    with writer.write_transaction():
-        writer.apply(
-            pgsql.SQL(
-                "alter table {} add column if not exists forecast jsonb,"
-                " add column if not exists duration_ms double precision,"
-                " add column if not exists wal_bytes bigint"
-            )
-            .format(pgsql.Identifier(schema, LEDGER_TABLE))
-            .as_string(None),
-            step="ledger",
-        )
 
 
 def _insert_ledger(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +97,21 @@ def _psycopg_reason(exc: psycopg.Error) -> str:
     message = (exc.diag.message_primary if exc.diag else None) or str(exc).strip()
     first = message.splitlines()[0] if message else type(exc).__name__
     return f"PostgreSQL error: {first}" + (f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else "")
+
+
+@contextlib.contextmanager
+def settled(run: ArtifactRun, failure: str) -> Iterator[None]:
+    """Run an artifact's work: a halt or a PostgreSQL error gives `run` the status `failure`
+    and the reason, and `run.seconds` is its time whatever happened."""
+    started = time.monotonic()
+    try:
+        yield
+    except _Halt as halt:
+        run.status, run.reason = failure, halt.reason
+    except psycopg.Error as exc:
+        run.status, run.reason, run.sqlstate = failure, _psycopg_reason(exc), exc.sqlstate
+    finally:
+        run.seconds = time.monotonic() - started
 
 
 def _xact_stats(session: Session, ledger_schema: str) -> dict[str, tuple[int, int, int]]:

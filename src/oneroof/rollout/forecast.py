@@ -107,6 +107,7 @@ _LOCKS_OF = (
     "select l.relation::bigint, l.mode::text from pg_catalog.pg_locks l"
     " where l.pid = %s and l.locktype = 'relation' and l.granted"
 )
+_WAITING = "select wait_event = 'virtualxid' from pg_catalog.pg_stat_activity where pid = %s"
 # what the open transaction read and wrote per table so far: scans, rows read, rows written
 _STATS = (
     "select relid::bigint, seq_scan + coalesce(idx_scan, 0),"
@@ -249,7 +250,7 @@ class ConstraintChange:
 class Hazard:
     """What a forecast says production would suffer, why, and the safer way to do it."""
 
-    kind: str  # lock | rewrite | constraint | index
+    kind: str  # lock | rewrite | constraint | index | timeout
     relation: str
     reason: str
     safer: str
@@ -404,9 +405,15 @@ def _rows(rows: int | None) -> str:
     return "rows unknown" if rows is None else f"{rows:,} rows"
 
 
-def judge(forecast: Forecast, hazard_rows: int, hazard_lock_ms: float) -> list[Hazard]:
+def judge(
+    forecast: Forecast,
+    hazard_rows: int,
+    hazard_lock_ms: float,
+    timeout_ms: float | None = None,
+) -> list[Hazard]:
     """The hazards among a forecast's facts: strong locks on large tables or held long,
-    rewrites, validating constraints and blocking index builds of large tables."""
+    rewrites, validating constraints and blocking index builds of large tables, and a run
+    too close to the apply's statement timeout (`timeout_ms`) to finish on production."""
 
     def large(rows: int | None) -> bool:
         return rows is not None and rows > hazard_rows
@@ -485,6 +492,17 @@ def judge(forecast: Forecast, hazard_rows: int, hazard_lock_ms: float) -> list[H
                 _SAFER_REINDEX if index.rebuilt else _SAFER_INDEX,
             )
         )
+    # production under its load may well take twice the clone's time: half is the margin
+    if timeout_ms is not None and forecast.ms * 2 > timeout_ms:
+        hazards.append(
+            Hazard(
+                "timeout",
+                "",
+                f"the rehearsal took {ms_text(forecast.ms)}, more than half of [rollout] "
+                f"statement_timeout ({ms_text(timeout_ms)}): on production it may be cancelled",
+                "raise [rollout] statement_timeout, or split the artifact into smaller batches",
+            )
+        )
     return hazards
 
 
@@ -531,8 +549,23 @@ def _main_lock(locks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     )
 
 
+def written_rows(deltas: Mapping[str, Mapping[str, int]]) -> int:
+    """The rows an artifact inserted, updated and deleted, over every table."""
+    return sum(
+        int(counts.get(kind) or 0)
+        for counts in deltas.values()
+        for kind in ("inserted", "updated", "deleted")
+    )
+
+
+def _of(rows: Any) -> str:
+    return f" ({int(rows):,} rows)" if rows is not None else ""
+
+
 def summary(artifact_id: str, forecast: Mapping[str, Any]) -> str:
-    """`F_02: ROW EXCLUSIVE on core.ownership, 14 ms, 61 kB WAL, 210 rows; no hazard`."""
+    """`F_02: ROW EXCLUSIVE on core.ownership, 14 ms, 61 kB WAL, 210 rows; no hazard`: the
+    strongest lock, time, WAL and the rows the artifact writes; a table's own size where a
+    rewrite, an index build or a validation has to read all of it."""
     lock = _main_lock(forecast.get("locks") or [])
     parts = [
         (
@@ -543,25 +576,35 @@ def summary(artifact_id: str, forecast: Mapping[str, Any]) -> str:
         else "no table lock",
         ms_text(float(forecast.get("ms") or 0)),
         f"{size_text(int(forecast.get('wal_bytes') or 0))} WAL",
+        f"{written_rows(forecast.get('deltas') or {}):,} rows",
     ]
-    if lock is not None and lock.get("rows") is not None:
-        parts.append(f"{int(lock['rows']):,} rows")
     for rewrite in forecast.get("rewrites") or []:
         verb = "truncates" if rewrite.get("truncated") else "rewrites"
-        parts.append(f"{verb} {rewrite.get('relation')}")
+        size = "" if rewrite.get("truncated") else _of(rewrite.get("rows"))
+        parts.append(f"{verb} {rewrite.get('relation')}{size}")
     for index in forecast.get("indexes") or []:
         how = " CONCURRENTLY" if index.get("concurrently") else ""
         verb = "rebuilds" if index.get("rebuilt") else "builds"
         valid = "" if index.get("valid") else " (left INVALID)"
-        parts.append(f"{verb} index {index.get('index')}{how}{valid}")
+        parts.append(
+            f"{verb} index {index.get('index')}{how} on {index.get('table')}"
+            f"{_of(index.get('rows'))}{valid}"
+        )
     for constraint in forecast.get("constraints") or []:
-        state = "NOT VALID" if constraint.get("not_valid") else "validated"
+        rows = constraint.get("rows")
+        if constraint.get("not_valid"):
+            state = "NOT VALID"
+        else:
+            state = "validated" + (f", {int(rows):,} rows" if rows is not None else "")
         parts.append(
             f"{'validates' if constraint.get('action') == 'validated' else 'adds'} "
             f"{constraint.get('type')} {constraint.get('name')} ({state})"
         )
     hazards = forecast.get("hazards") or []
-    named = dict.fromkeys(f"{h.get('kind')} on {h.get('relation')}" for h in hazards)
+    named = dict.fromkeys(
+        f"{h.get('kind')} on {h.get('relation')}" if h.get("relation") else str(h.get("kind"))
+        for h in hazards
+    )
     tail = f"{len(hazards)} hazard(s): {', '.join(named)}" if hazards else "no hazard"
     return f"{artifact_id}: {', '.join(parts)}; {tail}"
 
@@ -691,32 +734,65 @@ def concurrent_indexes(statements: Iterable[str]) -> set[str]:
 
 class LockSampler:
     """A second session polls `pg_locks` for the rehearsal's backend while a statement runs:
-    a statement in no transaction keeps its locks only while it runs."""
+    a statement in no transaction keeps its locks only while it runs.
 
-    def __init__(self, conn: psycopg.Connection[Any], pid: int, interval: float = 0.005):
+    A fast statement could end between two polls, so the sampler first opens a transaction
+    with a snapshot: `CREATE INDEX CONCURRENTLY` and `REINDEX … CONCURRENTLY` wait for every
+    older snapshot before they finish, which holds them, locks taken, until the sampler has
+    seen them waiting with those locks and ends its transaction. A statement that waits for
+    no snapshot (VACUUM, ANALYZE) is sampled as it runs.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        pid: int,
+        seen: dict[int, set[str]] | None = None,
+        interval: float = 0.002,
+    ):
         self.conn = conn
         self.pid = pid
         self.interval = interval
-        self.seen: dict[int, set[str]] = {}
+        self.seen: dict[int, set[str]] = {} if seen is None else seen
         self.samples = 0
         self._stop = threading.Event()
+        self._holding = threading.Event()
         self._thread = threading.Thread(target=self._run, name="oneroof-lock-sampler", daemon=True)
         self.error: str | None = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
+        holding = True
+        try:
+            self.conn.execute("begin isolation level repeatable read")
+            self.conn.execute("select 1")  # the snapshot the statement waits for
+            self._holding.set()
+            while not self._stop.is_set():
                 rows = self.conn.execute(_LOCKS_OF, (self.pid,)).fetchall()
-            except psycopg.Error as exc:
-                self.error = str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
-                return
-            self.samples += 1
-            for relation, modes in _locks(rows).items():
-                self.seen.setdefault(relation, set()).update(modes)
-            self._stop.wait(self.interval)
+                self.samples += 1
+                for relation, modes in _locks(rows).items():
+                    self.seen.setdefault(relation, set()).update(modes)
+                if holding and rows and self._waiting():
+                    self.conn.execute("commit")  # its locks seen: let the statement finish
+                    holding = False
+                self._stop.wait(self.interval)
+        except psycopg.Error as exc:
+            self.error = str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
+        finally:
+            self._holding.set()
+            if holding and not self.conn.closed:
+                try:
+                    self.conn.execute("rollback")
+                except psycopg.Error:
+                    self.conn.close()  # a snapshot must not outlive the sampler
+
+    def _waiting(self) -> bool:
+        """The statement waits for a transaction to end (ours): every lock it takes is held."""
+        row = self.conn.execute(_WAITING, (self.pid,)).fetchone()
+        return bool(row and row[0])
 
     def __enter__(self) -> LockSampler:
         self._thread.start()
+        self._holding.wait(timeout=10)  # the snapshot exists before the statement starts
         return self
 
     def __exit__(self, *exc: object) -> None:

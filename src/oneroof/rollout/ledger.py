@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql as pgsql
 
 from oneroof.config import Config
-from oneroof.connect import Session
-from oneroof.rollout.artifact import Counts
+from oneroof.connect import PRODUCTION, Session, statement_timeout_ms
+from oneroof.errors import DatabaseError, ForbiddenAction
+from oneroof.evidence import Evidence
+from oneroof.rollout.artifact import Artifact, Counts
+from oneroof.rollout.deltas import ArtifactRun, _Halt
 from oneroof.sqltext import setting_ms
 
 LEDGER_SCHEMA = "oneroof"  # the default of `[rollout] ledger_schema`
 LEDGER_TABLE = "rollout_ledger"
+LOCK_NOT_AVAILABLE = "55P03"  # the SQLSTATE of a lock not granted within lock_timeout
 
 
 def ledger_name(schema: str) -> str:
@@ -146,28 +152,154 @@ def _lock_key(name: str) -> int:
 
 
 def _take_lock(writer: Session, cfg: Config, key: int, **audit: Any) -> None:
-    """The transaction-level advisory lock; waits up to the statement timeout, not the lock one."""
-    writer.apply("SET LOCAL lock_timeout = 0", step="lock", **audit)
-    writer.apply(f"select pg_catalog.pg_advisory_xact_lock({int(key)})", step="lock", **audit)
+    """The plan's advisory lock, held by the transaction."""
+    _lock(writer, cfg, key, False, audit)
+
+
+def _hold_lock(writer: Session, cfg: Config, key: int, **audit: Any) -> None:
+    """The plan's advisory lock, held by the session until `_release_lock`: for an artifact
+    that runs in no transaction. A dead client frees it either way."""
+    _lock(writer, cfg, key, True, audit)
+
+
+def _lock(writer: Session, cfg: Config, key: int, session: bool, audit: dict[str, Any]) -> None:
+    """Take the lock within the statement timeout, not the lock one; then set the lock
+    timeout the artifact's statements run under.
+
+    It is tried, not waited for: a statement that waits holds a snapshot, and another
+    applier's `CREATE INDEX CONCURRENTLY`, holding this lock, waits for every older snapshot
+    before it finishes — each would wait for the other (a deadlock PostgreSQL breaks by
+    cancelling one of them).
+    """
+    scope, lock = (
+        ("", "pg_try_advisory_lock") if session else ("LOCAL ", "pg_try_advisory_xact_lock")
+    )
+    deadline = time.monotonic() + statement_timeout_ms(cfg) / 1000
+    pause = 0.05
+    while True:
+        _, rows = writer.apply(f"select pg_catalog.{lock}({int(key)})", step="lock", **audit)
+        if rows and rows[0][0]:
+            break
+        if time.monotonic() >= deadline:
+            raise _Halt(
+                "another applier of this plan held its lock longer than [production] "
+                f"statement_timeout ({cfg.production.statement_timeout}); run it again"
+            )
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
     # a blocked lock request queues the application sessions behind it: never wait long
     configured = setting_ms(cfg.rollout.lock_timeout)  # validated with the config
-    writer.apply(f"SET LOCAL lock_timeout = '{configured}ms'", step="lock", **audit)
+    writer.apply(f"SET {scope}lock_timeout = '{configured}ms'", step="lock", **audit)
     if writer.identity.server_version_num >= 140000:
         # A client that dies mid-artifact is noticed within a second, even in a long
-        # statement: its transaction is rolled back and the lock freed for the rerun.
-        writer.apply("SET LOCAL client_connection_check_interval = '1s'", step="lock", **audit)
+        # statement: its transaction is rolled back (its build ended) and the lock freed.
+        writer.apply(f"SET {scope}client_connection_check_interval = '1s'", step="lock", **audit)
+
+
+def _release_lock(writer: Session, key: int, **audit: Any) -> None:
+    """Undo `_hold_lock`: the lock and the session's settings."""
+    writer.apply(f"select pg_catalog.pg_advisory_unlock({int(key)})", step="lock", **audit)
+    writer.apply("RESET lock_timeout", step="lock", **audit)
+    if writer.identity.server_version_num >= 140000:
+        writer.apply("RESET client_connection_check_interval", step="lock", **audit)
+
+
+def recheck(writer: Session, cfg: Config, plan: str, artifact: Artifact, run: ArtifactRun) -> bool:
+    """Under the plan's lock, what another applier committed meanwhile is visible: True when
+    the ledger has the artifact already (`run` is then skipped); its requirements must be."""
+    ledger = read_ledger(writer, plan, schema=cfg.rollout.ledger_schema)
+    row = ledger.get(artifact.id)
+    if row is not None:
+        if row.checksum != artifact.checksum:
+            raise ForbiddenAction(f"refused: the ledger holds {artifact.id} with another checksum")
+        run.status, run.reason = "skipped", f"applied meanwhile at {row.applied_at}"
+        return True
+    missing = [r for r in artifact.requires if r not in ledger]
+    if missing:
+        raise _Halt(f"requires {', '.join(missing)}, not in the ledger")
+    return False
+
+
+def lock_retry(
+    evidence: Evidence,
+    cfg: Config,
+    plan: str,
+    artifact: str,
+    attempt: int,
+    reason: str | None,
+    say: Callable[[str], None],
+) -> bool:
+    """A lock waited `[rollout] lock_timeout` for: audit the attempt, and back off before the
+    next one; False when `[rollout] lock_retries` are spent."""
+    attempts = 1 + cfg.rollout.lock_retries
+    again = attempt < attempts
+    evidence.audit(
+        PRODUCTION,
+        "internal",
+        f"-- {artifact}: lock timeout, attempt {attempt} of {attempts}",
+        "retry" if again else "halted",
+        plan=plan,
+        artifact=artifact,
+        reason=reason,
+    )
+    if again:
+        pause = min(5.0, 0.25 * 2 ** (attempt - 1))
+        say(
+            f"{artifact}: lock not available within {cfg.rollout.lock_timeout}; retry in {pause:g}s"
+        )
+        time.sleep(pause)
+    return again
 
 
 def _ensure_ledger(writer: Session, cfg: Config, reader: str | None) -> None:
     schema = cfg.rollout.ledger_schema
     if _ledger_exists(writer, schema):
         return
+    try:
+        with writer.write_transaction():
+            _take_lock(writer, cfg, _lock_key(ledger_name(schema)), target="ledger")
+            if _ledger_exists(writer, schema):
+                return
+            for statement in ledger_ddl(schema, reader):
+                writer.apply(statement, step="ledger")
+    except _Halt as halt:
+        raise DatabaseError(f"the ledger could not be made: {halt.reason}") from None
+
+
+# columns later versions added, each added to an older ledger by the next apply
+LATER_COLUMNS = {
+    "digest": "text check (digest ~ '^[0-9a-f]{{64}}$')",
+    "signers": "jsonb not null default '[]'",
+    "forecast": "jsonb",
+    "duration_ms": "double precision",
+    "wal_bytes": "bigint",
+}
+
+
+def _ensure_columns(writer: Session, schema: str) -> None:
+    """Add what `LATER_COLUMNS` names to a ledger made before them."""
+    names = pgsql.SQL(", ").join(pgsql.Literal(name) for name in LATER_COLUMNS)
+    present = writer.scalar(
+        pgsql.SQL(
+            "select count(*) from pg_catalog.pg_attribute where attrelid = to_regclass({})"
+            " and attname in ({}) and not attisdropped"
+        )
+        .format(pgsql.Literal(ledger_name(schema)), names)
+        .as_string(None)
+    )
+    if int(present) == len(LATER_COLUMNS):
+        return
+    columns = pgsql.SQL(", ").join(
+        pgsql.SQL("add column if not exists {} " + kind).format(pgsql.Identifier(name))
+        for name, kind in LATER_COLUMNS.items()
+    )
     with writer.write_transaction():
-        _take_lock(writer, cfg, _lock_key(ledger_name(schema)), target="ledger")
-        if _ledger_exists(writer, schema):
-            return
-        for statement in ledger_ddl(schema, reader):
-            writer.apply(statement, step="ledger")
+        writer.apply(
+            pgsql.SQL("alter table {} {}")
+            .format(pgsql.Identifier(schema, LEDGER_TABLE), columns)
+            .as_string(None),
+            step="ledger",
+        )
 
 
 def applied_artifacts(session: Session, *, schema: str) -> set[str]:

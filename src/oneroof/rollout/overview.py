@@ -134,23 +134,14 @@ def describe(ws: Workspace, plan: Plan) -> PlanReport:
         require_tables(session, plan.artifacts)
         applied = list(read_ledger(session, plan.name, schema=ws.cfg.rollout.ledger_schema))
         results = _gate_values(ws.cfg, session, plan.artifacts)
+    report = PlanReport(plan, findings, note, results, applied)
     record, why = find_rehearsal(ws.evidence, plan)
     if record is None:
-        return PlanReport(
-            plan,
-            findings,
-            note,
-            results,
-            applied,
-            forecast_note=f"{why}: `oneroof rollout rehearse` measures the forecast on the clone",
+        report.forecast_note = (
+            f"{why}: `oneroof rollout rehearse` measures the forecast on the clone"
         )
-    return PlanReport(
-        plan,
-        findings,
-        note,
-        results,
-        applied,
-        forecasts=forecasts_of(record.payload),
-        forecast=record.payload.get("forecast"),
-        forecast_record=record.seq,
-    )
+    else:
+        report.forecasts = forecasts_of(record.payload)
+        report.forecast = record.payload.get("forecast")
+        report.forecast_record = record.seq
+    return report

@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from oneroof import connect, fingerprint, gates
 from oneroof.config import Config
 from oneroof.connect import CloneSession, Session
@@ -33,12 +31,13 @@ from oneroof.rollout.deltas import (
     DeltaMeter,
     _Halt,
     _keep_rows,
-    _psycopg_reason,
     _verdict,
     require_tables,
+    settled,
 )
 from oneroof.rollout.forecast import Forecast, Hazard
 from oneroof.rollout.ledger import LedgerRow, read_ledger
+from oneroof.sqltext import setting_ms
 from oneroof.workspace import Workspace
 
 REHEARSAL_KIND = "rehearsal"
@@ -154,7 +153,6 @@ def _rehearse(
 ) -> Rehearsal:
     started = time.monotonic()
     marker = connect.read_marker(session) or {}
-    source = marker.get("source_fingerprint")
     require_tables(session, plan.artifacts)
     say(f"rehearse {plan.name} on {session.identity.database}: fingerprint before")
     server = _server_facts(session)
@@ -169,22 +167,36 @@ def _rehearse(
     finally:
         say("fingerprint after (residue proof)")
         proof = bracket.close()
-    result = Rehearsal(
+    result = _outcome(plan, session.identity.database, marker, runs, already, proof.differences)
+    result.sequences_restored = proof.sequences_restored
+    return _conclude(cfg, evidence, result, forecasts, ROLLED_BACK, server, started)
+
+
+def _outcome(
+    plan: Plan,
+    clone: str,
+    marker: Mapping[str, Any],
+    runs: list[ArtifactRun],
+    already: list[str],
+    residue: list[str],
+) -> Rehearsal:
+    """The rehearsal's facts, before `_conclude` judges them."""
+    source, state = marker.get("source_fingerprint"), marker.get("state")
+    return Rehearsal(
         plan=plan.name,
         path=str(plan.path),
-        clone=session.identity.database,
+        clone=clone,
         source_fingerprint=str(source) if source else None,
         artifacts=runs,
         already_applied=already,
         touched_tables=sorted({table for run in runs for table in run.deltas}),
-        residue_free=proof.free,
-        residue=proof.differences,
-        sequences_restored=proof.sequences_restored,
+        residue_free=not residue,
+        residue=residue,
+        sequences_restored=[],
         ok=False,
         seconds=0.0,
-        marker_state=str(marker.get("state")) if marker.get("state") else None,
+        marker_state=str(state) if state else None,
     )
-    return _conclude(cfg, evidence, result, forecasts, ROLLED_BACK, server, started)
 
 
 def _conclude(
@@ -198,9 +210,12 @@ def _conclude(
 ) -> Rehearsal:
     """Judge the hazards, refuse them when the policy says so, and store the evidence."""
     settings = cfg.rollout
+    timeout_ms = setting_ms(settings.statement_timeout)
     runs = {run.id: run for run in result.artifacts}
     for artifact_id, measured in forecasts.items():
-        measured.hazards = forecast.judge(measured, settings.hazard_rows, settings.hazard_lock_ms)
+        measured.hazards = forecast.judge(
+            measured, settings.hazard_rows, settings.hazard_lock_ms, timeout_ms
+        )
         run = runs[artifact_id]
         if measured.hazards and settings.hazards == "refuse" and run.status == "ok":
             run.status = "refused"
@@ -288,8 +303,7 @@ def _rehearse_artifact(
 ) -> tuple[ArtifactRun, Forecast | None]:
     run = ArtifactRun.of(artifact, "running")
     measured: Forecast | None = None
-    started = time.monotonic()
-    try:
+    with settled(run, "failed"):
         with session.savepoint():
             values = gates.read_values(session, cfg, artifact.gate_names | artifact.delta_names)
             run.gates = gates.evaluate_all(artifact.gates, values)  # reported, never blocking
@@ -311,11 +325,6 @@ def _rehearse_artifact(
             if reason:
                 raise _Halt(reason)
         run.status = "ok"
-    except _Halt as halt:
-        run.status, run.reason = "failed", halt.reason
-    except psycopg.Error as exc:
-        run.status, run.reason, run.sqlstate = "failed", _psycopg_reason(exc), exc.sqlstate
-    run.seconds = time.monotonic() - started
     return run, measured
 
 
@@ -326,20 +335,21 @@ def _rehearse_standalone(
     locks sampled by the watcher while it runs, then the post-check of its indexes."""
     run = ArtifactRun.of(artifact, "running")
     measured: Forecast | None = None
-    started = time.monotonic()
-    try:
+    with settled(run, "failed"):
         values = gates.read_values(session, cfg, artifact.gate_names)
         run.gates = gates.evaluate_all(artifact.gates, values)  # reported, never blocking
         pid = int(session.scalar("select pg_catalog.pg_backend_pid()"))
         probe = forecast.Probe(session, transactional=False)
-        with forecast.LockSampler(watcher.raw_for_clone, pid) as sampler:
-            for statement in artifact.statements:
+        seen: dict[int, set[str]] = {}
+        for statement in artifact.statements:
+            # one sampler a statement: each is held until its locks are seen
+            with forecast.LockSampler(watcher.raw_for_clone, pid, seen):
                 columns, rows = session.query(statement.sql)
-                _keep_rows(run, columns, rows)
+            _keep_rows(run, columns, rows)
         probe.body_done()
         measured = probe.finish(
             {},
-            sampled=sampler.seen,
+            sampled=seen,
             concurrent=forecast.concurrent_indexes(s.sql for s in artifact.statements),
         )
         problems = [
@@ -351,11 +361,6 @@ def _rehearse_standalone(
         if problems:
             raise _Halt("post-check: " + "; ".join(problems))
         run.status = "ok"
-    except _Halt as halt:
-        run.status, run.reason = "failed", halt.reason
-    except psycopg.Error as exc:
-        run.status, run.reason, run.sqlstate = "failed", _psycopg_reason(exc), exc.sqlstate
-    run.seconds = time.monotonic() - started
     return run, measured
 
 
@@ -416,7 +421,6 @@ def _rehearse_committed(ws: Workspace, plan: Plan, name: str, say: Say) -> Rehea
             ws.clone(name, ready_only=True) as watcher,
         ):
             marker = connect.read_marker(session) or {}
-            source = marker.get("source_fingerprint")
             require_tables(session, plan.artifacts)
             say(f"rehearse {plan.name} on {name} (committed, then reset): fingerprint before")
             server = _server_facts(session)
@@ -437,21 +441,7 @@ def _rehearse_committed(ws: Workspace, plan: Plan, name: str, say: Say) -> Rehea
     finally:
         # whatever happened once the clone was marked, it is put back
         differences = _reset(ws, name, before, say) if marked else []
-    result = Rehearsal(
-        plan=plan.name,
-        path=str(plan.path),
-        clone=name,
-        source_fingerprint=str(source) if source else None,
-        artifacts=runs,
-        already_applied=already,
-        touched_tables=sorted({table for run in runs for table in run.deltas}),
-        residue_free=not differences,
-        residue=differences,
-        sequences_restored=[],
-        ok=False,
-        seconds=0.0,
-        marker_state=str(marker.get("state")) if marker.get("state") else None,
-    )
+    result = _outcome(plan, name, marker, runs, already, differences)
     return _conclude(cfg, evidence, result, forecasts, COMMITTED, server, started)
 
 

@@ -12,7 +12,6 @@ rebuilt, one a previous attempt finished is kept, one already dropped is not dro
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,18 +20,23 @@ import pglast
 import psycopg
 from psycopg import sql as pgsql
 
-from oneroof import connect, gates
+from oneroof import gates
 from oneroof.config import Config
 from oneroof.connect import Session
-from oneroof.errors import ForbiddenAction
 from oneroof.evidence import Evidence
 from oneroof.rollout import forecast
 from oneroof.rollout.artifact import Artifact, Plan
-from oneroof.rollout.deltas import ArtifactRun, _Halt, _keep_rows, _psycopg_reason
-from oneroof.rollout.ledger import _lock_key, _take_lock, read_ledger
-from oneroof.sqltext import Statement, setting_ms
-
-LOCK_NOT_AVAILABLE = "55P03"
+from oneroof.rollout.deltas import ArtifactRun, _Halt, _keep_rows, _psycopg_reason, settled
+from oneroof.rollout.ledger import (
+    LOCK_NOT_AVAILABLE,
+    _hold_lock,
+    _lock_key,
+    _release_lock,
+    _take_lock,
+    lock_retry,
+    recheck,
+)
+from oneroof.sqltext import Statement
 
 WriteLedger = Callable[[Session, ArtifactRun, dict[str, Any]], None]
 Say = Callable[[str], None]
@@ -190,28 +194,19 @@ def _run_statement(
     target = index_target(statement.sql)
     if target is not None and not _prepare(writer, target, notes, **tag):
         return
-    attempts = 1 + cfg.rollout.lock_retries
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         try:
             columns, rows = writer.apply(statement.sql, line=statement.line, **tag)
             _keep_rows(run, columns, rows)
             break
         except psycopg.Error as exc:
             _clean_after_failure(writer, target, **tag)
-            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt == attempts:
+            if exc.sqlstate != LOCK_NOT_AVAILABLE or not lock_retry(
+                evidence, cfg, plan.name, artifact.id, attempt, _psycopg_reason(exc), say
+            ):
                 raise
-            evidence.audit(
-                connect.PRODUCTION,
-                "internal",
-                f"-- {artifact.id}: lock timeout, attempt {attempt} of {attempts}",
-                "retry",
-                plan=plan.name,
-                artifact=artifact.id,
-                reason=_psycopg_reason(exc),
-            )
-            pause = min(5.0, 0.25 * 2 ** (attempt - 1))
-            say(f"{artifact.id}: lock not available within {cfg.rollout.lock_timeout}; retry")
-            time.sleep(pause)
+            attempt += 1
     if target is not None:
         problem = post_check(writer, target)
         if problem:
@@ -231,62 +226,31 @@ def apply_standalone(
     """Apply a `transaction: none` artifact: each statement on its own, then its ledger row;
     the observed duration and WAL are returned for the ledger and the result."""
     run = ArtifactRun.of(artifact, "running")
-    started = time.monotonic()
     tag = {"plan": plan.name, "artifact": artifact.id}
     key = _lock_key(plan.name)
     observed: dict[str, Any] | None = None
-    try:
-        with writer.outside_transaction():
-            writer.apply("SET lock_timeout = 0", step="lock", **tag)
-            writer.apply(f"select pg_catalog.pg_advisory_lock({int(key)})", step="lock", **tag)
-            try:
-                configured = setting_ms(cfg.rollout.lock_timeout)
-                writer.apply(f"SET lock_timeout = '{configured}ms'", step="lock", **tag)
-                if writer.identity.server_version_num >= 140000:
-                    # a dead client's statement is ended within a second, its lock freed
-                    writer.apply("SET client_connection_check_interval = '1s'", step="lock", **tag)
-                ledger = read_ledger(writer, plan.name, schema=cfg.rollout.ledger_schema)
-                row = ledger.get(artifact.id)
-                if row is not None:
-                    if row.checksum != artifact.checksum:
-                        raise ForbiddenAction(
-                            f"refused: the ledger holds {artifact.id} with another checksum"
-                        )
-                    run.status, run.reason = "skipped", f"applied meanwhile at {row.applied_at}"
-                    return run, None
-                missing = [r for r in artifact.requires if r not in ledger]
-                if missing:
-                    raise _Halt(f"requires {', '.join(missing)}, not in the ledger")
-                with writer.transaction():
-                    values = gates.read_values(writer, cfg, artifact.gate_names)
-                run.gates = gates.evaluate_all(artifact.gates, values)
-                if not run.gates_hold:
-                    closed = "; ".join(g.describe() for g in run.gates if not g.holds)
-                    raise _Halt(f"gate closed: {closed}")
-                start = forecast.observe_start(writer)
-                notes: list[str] = []
-                for statement in artifact.statements:
-                    _run_statement(
-                        writer, cfg, evidence, plan, artifact, statement, run, notes, say
-                    )
-                observed = forecast.observe_end(writer, start)
-                with writer.write_transaction():
-                    _take_lock(writer, cfg, key, **tag)
-                    write_ledger(writer, run, observed)
-                run.status = "applied"
-                run.reason = "; ".join(notes) or None
-            finally:
-                if not writer.closed:
-                    writer.apply(
-                        f"select pg_catalog.pg_advisory_unlock({int(key)})", step="lock", **tag
-                    )
-                    writer.apply("RESET lock_timeout", step="lock", **tag)
-                    if writer.identity.server_version_num >= 140000:
-                        writer.apply("RESET client_connection_check_interval", step="lock", **tag)
-    except _Halt as halt:
-        run.status, run.reason = "halted", halt.reason
-    except psycopg.Error as exc:
-        run.status, run.reason, run.sqlstate = "halted", _psycopg_reason(exc), exc.sqlstate
-    finally:
-        run.seconds = time.monotonic() - started
+    with settled(run, "halted"), writer.outside_transaction():
+        _hold_lock(writer, cfg, key, **tag)
+        try:
+            if recheck(writer, cfg, plan.name, artifact, run):
+                return run, None
+            with writer.transaction():
+                values = gates.read_values(writer, cfg, artifact.gate_names)
+            run.gates = gates.evaluate_all(artifact.gates, values)
+            if not run.gates_hold:
+                closed = "; ".join(g.describe() for g in run.gates if not g.holds)
+                raise _Halt(f"gate closed: {closed}")
+            start = forecast.observe_start(writer)
+            notes: list[str] = []
+            for statement in artifact.statements:
+                _run_statement(writer, cfg, evidence, plan, artifact, statement, run, notes, say)
+            observed = forecast.observe_end(writer, start)
+            with writer.write_transaction():
+                _take_lock(writer, cfg, key, **tag)
+                write_ledger(writer, run, observed)
+            run.status = "applied"
+            run.reason = "; ".join(notes) or None
+        finally:
+            if not writer.closed:
+                _release_lock(writer, key, **tag)
     return run, observed

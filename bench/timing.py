@@ -1,0 +1,18 @@
+"""What the benchmarks share: the best of several timed runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def best(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
+    """The fastest of `repeat` runs, in ms, and the value of the last one."""
+    times = []
+    value = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        value = action()
+        times.append((time.perf_counter() - start) * 1000)
+    return min(times), value
