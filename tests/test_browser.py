@@ -196,6 +196,11 @@ def test_the_report_page_is_the_newest_report_with_the_dashboard_around_it(
     body_text = page.one("body").text
     for verdict in expected.verdicts:
         assert verdict.objective in body_text
+    # the measurements as the browser laid them out: the report's one order
+    names = [" ".join(name.split()) for name in expected.facts]
+    headers = [cell.text for cell in page.all("th")]
+    first = headers.index(names[0])
+    assert headers[first : first + len(names)] == names
     check_as_of(page, store)
     bar = page.one("nav", class_="or-bar")
     assert [a.attrs["href"] for a in bar.all("a") if a.text != str(store.last_seq())] == [

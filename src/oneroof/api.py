@@ -71,6 +71,11 @@ def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
+def _typed(kind: str, *names: str) -> dict[str, Any]:
+    """Properties that all have the one JSON type `kind`."""
+    return {name: {"type": kind} for name in names}
+
+
 def _object(properties: dict[str, Any], *, closed: bool = True) -> dict[str, Any]:
     """An object with every listed property required; `closed` forbids any other."""
     return {
@@ -89,6 +94,8 @@ _ROW = {
     "url": {"type": "string", "description": "the record's page: /evidence/{seq}"},
 }
 _STRINGS = {"type": "array", "items": {"type": "string"}}
+# one tuple for the report and its row in the history, so that the two cannot differ
+_REPORT_HEAD = ("title", "generated_at", "final_status", "headline")
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object(
@@ -120,10 +127,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Verdict": _object(
         {
-            "objective": {"type": "string"},
-            "status": {"type": "string"},
-            "label": {"type": "string"},
-            "headline": {"type": "string"},
+            **_typed("string", "objective", "status", "label", "headline"),
             "qualifier": _nullable("string"),
             "reasons": _STRINGS,
         },
@@ -131,19 +135,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
     "MatrixRow": _object(
         {
-            "target": {"type": "string"},
-            "status": {"type": "string"},
-            "gate": {"type": "string"},
+            **_typed("string", "target", "status", "gate"),
             "values": {"type": "object"},
         },
         closed=False,
     ),
     "Report": _object(
         {
-            "title": {"type": "string"},
-            "generated_at": {"type": "string"},
-            "final_status": {"type": "string"},
-            "headline": {"type": "string"},
+            **_typed("string", *_REPORT_HEAD),
             "verdicts": {"type": "array", "items": _ref("Verdict")},
             "matrix": {"type": "array", "items": _ref("MatrixRow")},
             # their items are the report's own to shape (text, or objects naming a target)
@@ -165,10 +164,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             **_ROW,
             "report_url": {"type": "string", "description": "the report page: /reports/{seq}"},
             "api_url": {"type": "string", "description": "the report: /api/reports/{seq}"},
-            "title": {"type": "string"},
-            "generated_at": {"type": "string"},
-            "final_status": {"type": "string"},
-            "headline": {"type": "string"},
+            **_typed("string", *_REPORT_HEAD),
         }
     ),
     "AuditVerification": _object(
@@ -412,10 +408,7 @@ def report_row(record: Record) -> dict[str, Any]:
         **_row(record),
         "report_url": REPORT_PAGE.format(seq=record.seq),
         "api_url": REPORT_JSON.format(seq=record.seq),
-        "title": str(found.get("title", "")),
-        "generated_at": str(found.get("generated_at", "")),
-        "final_status": str(found.get("final_status", "")),
-        "headline": str(found.get("headline", "")),
+        **{key: str(found.get(key, "")) for key in _REPORT_HEAD},
     }
 
 
