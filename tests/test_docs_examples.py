@@ -194,10 +194,15 @@ def _run_page(page: Path, demo_dir: Path, tmp: Path) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_readme_and_the_guides_have_examples_to_run() -> None:
+    with_examples = {p.name for p in PAGES if examples(p)}
+    assert {"README.md", "getting-started.md"} <= with_examples, with_examples
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if examples(p)], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_every_command_example_runs_as_written(page: Path, kept_demo: Path) -> None:
-    if not examples(page):
-        pytest.skip("no command example on this page")
     # outside pytest's basetemp (mode 0700): a demo a page starts runs as the wheel's user
     scratch = Path(tempfile.mkdtemp(prefix="oneroof-page-"))
     scratch.chmod(0o755)

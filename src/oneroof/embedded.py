@@ -23,8 +23,7 @@ import warnings
 from pathlib import Path
 from types import TracebackType
 
-import psycopg
-
+from oneroof.connect import open_admin
 from oneroof.errors import OneroofError
 
 _SYSTEM_USER = "embedded_postgres"
@@ -215,10 +214,10 @@ class EmbeddedServer:
 
     def wait_replayed(self, primary: EmbeddedServer, timeout: float = 30) -> None:
         """Wait until this standby has replayed everything `primary` has written so far."""
-        with psycopg.connect(primary.dsn(), autocommit=True) as conn:
+        with open_admin(primary.dsn()) as conn:
             target = conn.execute("select pg_current_wal_lsn()").fetchone()
         deadline = time.monotonic() + timeout
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+        with open_admin(self.dsn()) as conn:
             while True:
                 row = conn.execute(
                     "select pg_last_wal_replay_lsn() >= %s::pg_lsn",
