@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -135,3 +137,35 @@ def test_a_clone_still_being_made_is_refused_for_work(workspace, nonprod_server)
         connect.open_clone(workspace.config(), workspace.evidence(), name).close()
     finally:
         nonprod_server.drop_database(name)
+
+
+def _identity(system: str, host: str, started: str, version: str = "18.6") -> Any:
+    return connect.ServerIdentity(system, host, 5432, "app", version, 180006, started)
+
+
+UNKNOWN = "unknown@/tmp/link:5432"
+
+
+@pytest.mark.parametrize(
+    ("here", "there", "same"),
+    [
+        # both identifiers known: they decide, whatever the address
+        (_identity("7", "a", "t1"), _identity("7", "b", "t1"), True),
+        (_identity("7", "a", "t1"), _identity("8", "a", "t1"), False),
+        # a physical copy elsewhere: one cluster, another running server
+        (_identity("7", "a", "t1"), _identity("7", "b", "t2"), False),
+        # an identifier unreadable: another address proves nothing (a symlinked socket,
+        # an IP for a name), the running server's start instant and version do
+        (_identity(UNKNOWN, "/tmp/link", "t1"), _identity("7", "/tmp/s", "t1"), True),
+        (_identity(UNKNOWN, "/tmp/link", "t1"), _identity("7", "/tmp/s", "t2"), False),
+        (_identity(UNKNOWN, "h", "t1", "17.2"), _identity("7", "h", "t1"), False),
+        # nothing to tell them apart: fail safe, the same
+        (_identity(UNKNOWN, "a", ""), _identity("7", "b", "t1"), True),
+        (_identity(UNKNOWN, "a", ""), _identity(UNKNOWN, "b", ""), True),
+    ],
+)
+def test_a_server_is_production_s_unless_it_proves_otherwise(
+    here: connect.ServerIdentity, there: connect.ServerIdentity, same: bool
+) -> None:
+    assert here.same_instance(there) is same
+    assert there.same_instance(here) is same

@@ -13,6 +13,7 @@ import json
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,6 +324,16 @@ def test_adopt_refuses_production_and_its_standby_and_takes_a_physical_copy(
     # another database of production's server
     code, _, err = run_cli([*base, primary.dsn("postgres")], capsys)
     assert code == 3 and "allow_production_cluster" in err
+    # production again, by a role that cannot read its identifier, through a symlinked
+    # socket directory: an address that differs proves nothing, the start instant decides
+    with psycopg.connect(primary.dsn("app"), autocommit=True) as conn:
+        conn.execute("create role app_owner login")
+        conn.execute("revoke execute on function pg_control_system() from public")
+    link = Path(tempfile.mkdtemp(prefix="oneroof-link-")) / "s"
+    link.symlink_to(primary.socket_dir)
+    hidden = f"host={link} port={primary.port} user=app_owner dbname=app"
+    code, _, err = run_cli([*base, hidden], capsys)
+    assert code == 3 and "production's own server" in err, err
     # production's standby: it shares production's identity and cannot be written
     code, _, err = run_cli([*base, copy.dsn("app")], capsys)
     assert code == 3 and "in recovery" in err

@@ -25,7 +25,7 @@ from fix_pg import Server
 from oneroof import campaign, config, connect, fingerprint, roles, verdicts
 from oneroof.demo import load_generator
 from oneroof.embedded import EmbeddedServer
-from oneroof.errors import ConfigError, ForbiddenAction
+from oneroof.errors import ConfigError, DatabaseError, ForbiddenAction
 from oneroof.evidence import Evidence, Record
 from oneroof.workspace import Workspace
 
@@ -111,6 +111,28 @@ def test_the_standby_session_is_guarded_proven_and_audited(workspace: Path, pair
     assert [r.sql for r in refused] == ["update core.objects set name = name"]
 
 
+def test_a_standby_whose_replay_lags_is_refused_not_read_stale(workspace: Path, pair: Pair) -> None:
+    toml = workspace / "oneroof.toml"
+    toml.write_text(
+        toml.read_text().replace("[production]\n", '[production]\nstatement_timeout = "1s"\n', 1)
+    )
+    with connect.open_admin(pair.standby.dsn("app")) as standby:
+        standby.execute("select pg_wal_replay_pause()")
+        try:
+            with connect.open_admin(pair.primary.dsn("app")) as primary:
+                primary.execute("update core.objects set name = name")
+            with (
+                _ws(workspace) as ws,
+                pytest.raises(DatabaseError, match="replayed") as refused,
+                ws.replica(),
+            ):
+                pass
+            assert "remove [production] replica_dsn" in str(refused.value)
+        finally:
+            standby.execute("select pg_wal_replay_resume()")
+    pair.standby.wait_replayed(pair.primary)
+
+
 def test_a_replica_dsn_that_is_not_a_standby_of_production_is_bad_input(
     workspace: Path, pair: Pair, prod_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,6 +191,7 @@ def _connections(lines: list[str]) -> list[str]:
 # sessions in pg_stat_activity and its statement timeout (compliance).
 PRIMARY_READS = (
     "pg_catalog.pg_current_wal_lsn()",
+    "pg_catalog.pg_current_wal_insert_lsn()",
     "SHOW statement_timeout",
     "to_regclass('oneroof.rollout_ledger')",
     "from pg_catalog.pg_stat_user_tables",

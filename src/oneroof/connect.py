@@ -57,24 +57,36 @@ class ServerIdentity:
     server_version_num: int
     started: str = ""  # pg_postmaster_start_time(): tells a physical copy from its original
 
+    @property
+    def known(self) -> bool:
+        """Whether the cluster's system identifier could be read (pg_control_system())."""
+        return not self.system_identifier.startswith("unknown@")
+
     def same_instance(self, other: ServerIdentity) -> bool:
-        """True when both are the very same running server: one cluster (system identifier)
-        started at the same instant, or at one address. A physical copy of a cluster (a
-        promoted standby, a ZFS or LVM snapshot started elsewhere) shares its system
-        identifier and nothing else."""
+        """True when both are (or may be) the very same running server: one cluster (system
+        identifier) started at the same instant. A physical copy of a cluster (a promoted
+        standby, a ZFS or LVM snapshot started elsewhere) shares its system identifier and
+        nothing else. Fails safe: what cannot be told apart counts as the same."""
         if not self.same_cluster(other):
             return False
         if self.started and other.started:
             return self.started == other.started
-        return (self.host, self.port) == (other.host, other.port)
+        return True
 
     def same_cluster(self, other: ServerIdentity) -> bool:
-        """True when both are one cluster: the same system identifier (when both are known),
-        else the same address."""
-        known = not self.system_identifier.startswith("unknown@")
-        if known and not other.system_identifier.startswith("unknown@"):
+        """True when both are (or may be) one cluster.
+
+        With both system identifiers known, they decide. Without one, an address proves
+        nothing (a symlinked socket, an IP for a name, a proxy all reach one server by
+        another address), so the running server's start instant and version decide; when
+        even those are missing, they count as one cluster: a copy elsewhere proves itself by
+        letting its identifier be read.
+        """
+        if self.known and other.known:
             return self.system_identifier == other.system_identifier
-        return (self.host, self.port) == (other.host, other.port)
+        if self.started and other.started:
+            return (self.started, self.server_version) == (other.started, other.server_version)
+        return True
 
     def same_database(self, other: ServerIdentity) -> bool:
         """True when both name the same database of the same cluster, whatever the address."""
@@ -126,6 +138,7 @@ READ_ONLY_PROOF = "SHOW default_transaction_read_only"
 STANDBY_PROOF = "select pg_catalog.pg_is_in_recovery()"
 REPLAY_LSN = "select pg_catalog.pg_last_wal_replay_lsn()::text"
 PRIMARY_LSN = "select pg_catalog.pg_current_wal_lsn()::text"
+PRIMARY_INSERT_LSN = "select pg_catalog.pg_current_wal_insert_lsn()::text"
 # The last statement of every production transaction: NULL proves that the transaction
 # changed nothing (no row, sequence, catalog entry or temporary table), whatever else the
 # server was doing meanwhile.
@@ -903,7 +916,9 @@ def wait_for_replay(standby: Session, primary: Session, timeout_seconds: float) 
     moment. Gives up after `timeout_seconds` (the result says it did not catch up).
     """
     started = time.monotonic()
-    target = primary.scalar(PRIMARY_LSN)
+    # the insert position, not the write one: with synchronous_commit off a committed
+    # transaction may lie beyond what the primary has written yet
+    target = primary.scalar(PRIMARY_INSERT_LSN)
     replayed: str | None = None
     while True:
         with standby.transaction():
@@ -1074,7 +1089,11 @@ def refuse_production_instance(
     where = f"{here.database!r} on {here.host}:{here.port}"
     itself = here.database.casefold() == production.database.casefold()
     if here.same_instance(production) and (itself or not config.clone.allow_production_cluster):
-        since = f"started {production.started}" if production.started else "the same address"
+        since = (
+            f"started {production.started}"
+            if production.started and here.started
+            else "its identity unreadable, so not provably another server"
+        )
         raise ForbiddenAction(
             f"refused: {where} is production's own server (system identifier "
             f"{production.system_identifier}, {since}): a clone must be a copy elsewhere"

@@ -89,6 +89,16 @@ class Workspace:
         with self.production() as primary:
             timeout = connect.statement_timeout_ms(self.cfg) / 1000
             self.replay = connect.wait_for_replay(session, primary, timeout)
+        if not self.replay.caught_up:
+            # a stale standby would prove "unchanged" of a production that has moved on
+            raise DatabaseError(
+                f"production's standby {session.identity.host}:{session.identity.port} had "
+                f"replayed {self.replay.replay_lsn or 'nothing'} of the primary's "
+                f"{self.replay.primary_lsn} after {timeout:g}s ([production] "
+                "statement_timeout): its reads would miss what production committed since. "
+                "Check replication (pg_stat_replication on the primary, replay not paused), "
+                "or remove [production] replica_dsn to read the primary"
+            )
         yield session
 
     @contextmanager
