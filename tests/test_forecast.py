@@ -824,3 +824,47 @@ def test_an_artifact_runs_under_the_rollout_timeout_and_the_reads_under_producti
     ]
     pair = ["SET LOCAL statement_timeout = '300000ms'", "SET LOCAL statement_timeout = '300ms'"]
     assert any(sent[i : i + 2] == pair for i in range(len(sent))), sent
+
+
+@pytest.mark.parametrize(
+    ("artifact", "existing", "same"),
+    [
+        (
+            "create index concurrently if not exists big_e_n on shop.big_e (n)",
+            "CREATE INDEX big_e_n ON shop.big_e USING btree (n)",
+            True,
+        ),
+        (
+            "create unique index concurrently x on t (lower(name) asc nulls last) include (a)"
+            " where (n > 0)",
+            "CREATE UNIQUE INDEX x ON public.t USING btree (lower(name)) INCLUDE (a) WHERE (n > 0)",
+            True,
+        ),
+        (
+            "create index concurrently x on t (n desc nulls first)",
+            "CREATE INDEX x ON t (n DESC)",
+            True,
+        ),
+        ("create index concurrently x on t (n)", "CREATE INDEX x ON t USING btree (id)", False),
+        ("create index concurrently x on t (n)", "CREATE UNIQUE INDEX x ON t (n)", False),
+        ("create index concurrently x on t using hash (n)", "CREATE INDEX x ON t (n)", False),
+        ("create index concurrently x on t (n) where n > 0", "CREATE INDEX x ON t (n)", False),
+    ],
+)
+def test_an_index_is_the_artifact_s_when_its_definition_is(
+    artifact: str, existing: str, same: bool
+) -> None:
+    assert (standalone.index_shape(artifact) == standalone.index_shape(existing)) is same
+
+
+def test_a_same_named_index_of_another_definition_halts_the_build(shop: Env) -> None:
+    plan_dir = cic_plan(shop)
+    assert rehearse(shop, plan_dir).ok
+    shop.prod("create index big_e_n on shop.big_e (id)")  # not the artifact's: another column
+    done = shop.cli("rollout", "apply", str(plan_dir), "--execute", "--json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "exists with another definition" in done.stdout
+    assert shop.ledger() == []
+    assert shop.prod("select pg_get_indexdef('shop.big_e_n'::regclass)") == [
+        ("CREATE INDEX big_e_n ON shop.big_e USING btree (id)",)
+    ]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pglast
 import psycopg
+from pglast.stream import RawStream
 from psycopg import sql as pgsql
 
 from oneroof import gates
@@ -84,6 +85,50 @@ def index_target(statement: str) -> IndexTarget | None:
     return None
 
 
+def index_shape(statement: str) -> str | None:
+    """A CREATE INDEX's definition with what does not change the index left out.
+
+    CONCURRENTLY, IF NOT EXISTS, the table's schema (the state query resolves it) and the
+    default sort order and nulls placement are dropped, so an artifact's statement and
+    `pg_get_indexdef()` of the index it built give the same text.
+    """
+    try:
+        node = pglast.parse_sql(statement)[0].stmt
+    except pglast.parser.ParseError:
+        return None
+    if not isinstance(node, pglast.ast.IndexStmt) or node.relation is None:
+        return None
+    enums = pglast.enums
+    node.concurrent = False
+    node.if_not_exists = False
+    node.relation.schemaname = None
+    for param in node.indexParams or ():
+        if param.ordering == enums.SortByDir.SORTBY_ASC:
+            param.ordering = enums.SortByDir.SORTBY_DEFAULT
+        descending = param.ordering == enums.SortByDir.SORTBY_DESC
+        default_nulls = (
+            enums.SortByNulls.SORTBY_NULLS_FIRST
+            if descending
+            else enums.SortByNulls.SORTBY_NULLS_LAST
+        )
+        if param.nulls_ordering == default_nulls:
+            param.nulls_ordering = enums.SortByNulls.SORTBY_NULLS_DEFAULT
+    return str(RawStream()(node))
+
+
+def index_definitions(session: Session, target: IndexTarget) -> dict[str, str]:
+    """`schema.index` → `pg_get_indexdef()`, for the target's index."""
+    statement = pgsql.SQL(
+        "select n.nspname::text, c.relname::text, pg_catalog.pg_get_indexdef(c.oid)"
+        " from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where c.relkind in ('i', 'I') and c.relname = {} and n.nspname = {}"
+    ).format(_literal(target.index), _schema_of(target))
+    return {
+        f"{schema}.{index}": str(d)
+        for schema, index, d in session.execute(statement.as_string(None))
+    }
+
+
 def _literal(value: Any) -> pgsql.Composable:
     return pgsql.Literal(value)
 
@@ -146,12 +191,21 @@ def _drop(writer: Session, qualified: str, **tag: Any) -> None:
     )
 
 
-def _prepare(writer: Session, target: IndexTarget, notes: list[str], **tag: Any) -> bool:
+def _prepare(
+    writer: Session, target: IndexTarget, statement: str, notes: list[str], **tag: Any
+) -> bool:
     """Before a statement: clear what a killed attempt left; False when it is already done."""
     found = index_state(writer, target)
     if target.action == "create":
         for qualified, valid in found.items():
             if valid:
+                existing = index_definitions(writer, target).get(qualified, "")
+                if index_shape(existing) != index_shape(statement):
+                    # a same-named index that is not this artifact's: neither kept nor dropped
+                    raise _Halt(
+                        f"{qualified} exists with another definition ({existing}); the "
+                        "artifact builds a different one: drop or rename one of them"
+                    )
                 notes.append(f"{qualified} is valid already (an earlier attempt built it)")
                 return False
             _drop(writer, qualified, **tag)
@@ -192,7 +246,7 @@ def _run_statement(
 ) -> None:
     tag = {"plan": plan.name, "artifact": artifact.id}
     target = index_target(statement.sql)
-    if target is not None and not _prepare(writer, target, notes, **tag):
+    if target is not None and not _prepare(writer, target, statement.sql, notes, **tag):
         return
     attempt = 1
     while True:
