@@ -46,6 +46,8 @@ ENGINE = textwrap.dedent(
         subprocess.run([bin_dir + "/dropdb", *where, "--if-exists", "--force", target], check=True)
     if action in ("create", "reset"):
         subprocess.run([bin_dir + "/createdb", *where, "-T", seed, target], check=True)
+    if action == "reset" and os.environ.get("ENGINE_RESET_PRINTS"):
+        print(os.environ["ENGINE_RESET_PRINTS"])
     if action == "create":
         print("copying… done")
         print(f"host={server['host']} port={server['port']} user={server['user']} dbname={target}")
@@ -259,6 +261,24 @@ def test_a_failing_engine_is_named_and_nothing_is_adopted(
     assert code == 2 and "no program '/nonexistent/engine'" in err and "Traceback" not in err
 
 
+def test_a_reset_whose_engine_prints_garbage_keeps_the_clone_known(
+    engine_ws: tuple[Any, str],
+    nonprod_server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    workspace, name = engine_ws
+    base = ["--workspace", str(workspace.path), "clone"]
+    assert run_cli([*base, "create"], capsys)[0] == 0
+    monkeypatch.setenv("ENGINE_RESET_PRINTS", "%%% this is not a dsn ~~~")
+    code, _, err = run_cli([*base, "reset"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    # still the workspace's: dropped with its engine, not orphaned on the server
+    code, _, err = run_cli([*base, "drop"], capsys)
+    assert code == 0, err
+    assert not _exists(nonprod_server, f"{name}_db")
+
+
 def test_an_engine_that_returns_production_is_refused_and_nothing_is_marked(
     make_workspace: Any,
     prod_server: Server,
@@ -285,6 +305,49 @@ def test_an_engine_that_returns_production_is_refused_and_nothing_is_marked(
             " where datname = current_database()"
         ).fetchone()
     assert comment == (None,)  # production was not marked
+
+
+@pytest.mark.parametrize("prints", ["maintenance", "bytes"])
+def test_an_engine_that_prints_the_server_s_own_database_or_bytes_is_refused_in_one_line(
+    make_workspace: Any,
+    prod_db: str,
+    nonprod_server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    prints: str,
+) -> None:
+    name = clone_name()
+    if prints == "maintenance":
+        printer = [sys.executable, "-c", "import os; print(os.environ['ENGINE_PRINTS'])"]
+        monkeypatch.setenv("ENGINE_PRINTS", nonprod_server.dsn("postgres"))
+    else:
+        printer = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(range(256)))"]
+    extra = f'method = "command"\ncreate_command = {json.dumps(printer)}\n'
+    workspace = make_workspace(prod_db, workspace_toml(name, clone_extra=extra))
+    code, _, err = run_cli(["--workspace", str(workspace.path), "clone", "create"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("oneroof:")]
+    assert code in (2, 3) and "Traceback" not in err and len(errors) == 1, err
+    if prints == "maintenance":
+        assert code == 3 and "the server's own database" in err
+        with psycopg.connect(nonprod_server.dsn("postgres"), autocommit=True) as conn:
+            comment = conn.execute(
+                "select shobj_description(oid, 'pg_database') from pg_database"
+                " where datname = 'postgres'"
+            ).fetchone()
+        assert comment is not None and "oneroof_clone" not in str(comment[0])  # not marked
+
+
+def test_an_engine_that_is_not_a_program_is_bad_input_in_one_line(
+    make_workspace: Any, prod_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "engine.sh"
+    script.write_text("#!/bin/sh\necho hi\n")  # not executable
+    for program in (script, tmp_path):
+        extra = f'method = "command"\ncreate_command = {json.dumps([str(program)])}\n'
+        workspace = make_workspace(prod_db, workspace_toml(clone_name(), clone_extra=extra))
+        code, _, err = run_cli(["--workspace", str(workspace.path), "clone", "create"], capsys)
+        assert code == 2 and "cannot run" in err and "Traceback" not in err, err
+        assert "oneroof.toml:" in err
 
 
 # -- adopting: production is refused, a physical copy of it is not --------------------------------

@@ -59,6 +59,7 @@ from oneroof.errors import (
     ConfigError,
     DatabaseError,
     ForbiddenAction,
+    OneroofError,
     ServerUnreachable,
 )
 from oneroof.evidence import Evidence
@@ -242,6 +243,7 @@ def run_engine(cfg: Config, key: str, name: str, say: Step) -> str:
             command,
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=COMMAND_TIMEOUT_SECONDS,
             stdin=subprocess.DEVNULL,
             check=False,
@@ -249,6 +251,13 @@ def run_engine(cfg: Config, key: str, name: str, say: Step) -> str:
     except FileNotFoundError:
         raise ConfigError(
             f"clone.{key}: no program {command[0]!r} (give its path, or put it on PATH)",
+            file=cfg.file,
+            line=cfg.line_of("clone", key),
+        ) from None
+    except OSError as exc:  # not executable, a directory, …
+        raise ConfigError(
+            f"clone.{key}: cannot run {command[0]!r}: {exc.strerror or exc}"
+            " (is it an executable file?)",
             file=cfg.file,
             line=cfg.line_of("clone", key),
         ) from None
@@ -331,6 +340,7 @@ def adopt(
         if other_major and cfg.clone.require_same_major:
             raise ForbiddenAction(f"refused: {other_major}, and [clone] require_same_major = true")
         database = here.database
+        _refuse_maintenance(cfg, database)
         found = _database(server, database)
         existing = found.marker if found is not None else None
         if existing is not None and (
@@ -474,6 +484,24 @@ def _created(cfg: Config, target: str, say: Step) -> str:
     return printed
 
 
+# a server's own databases: marking or isolating one would take the server's, not a clone's
+_MAINTENANCE = frozenset({"postgres", "template0", "template1"})
+
+
+def _refuse_maintenance(cfg: Config, database: str) -> None:
+    own = None
+    if cfg.clone_server_dsn is not None:
+        try:
+            own = psycopg.conninfo.conninfo_to_dict(cfg.clone_server_dsn.resolve()).get("dbname")
+        except (OneroofError, psycopg.ProgrammingError):
+            own = None  # an unreadable server_dsn is named where it is used
+    if database.casefold() in _MAINTENANCE or (own and database == own):
+        raise ForbiddenAction(
+            f"refused: {database!r} is the server's own database, not a clone: the DSN must "
+            "name the database the engine made (or the one to adopt)"
+        )
+
+
 def _adopt_made(
     ws: Workspace, action: str, dsn: str, target: str, started: float, say: Step
 ) -> CloneInfo:
@@ -524,7 +552,13 @@ def reset(ws: Workspace, name: str | None = None, *, step: Step | None = None) -
         forget(cfg, target)
         dsn = _created(cfg, target, say)
     forget(cfg, target)  # the engine's copy carries no marker of ours any more
-    return _adopt_made(ws, "reset", dsn, target, started, say)
+    try:
+        return _adopt_made(ws, "reset", dsn, target, started, say)
+    except OneroofError:
+        # what the engine made stays known, so `clone drop` can remove it with the engine
+        if connect.adopted_clone(cfg, target) is None:
+            register(cfg, target, dsn, COMMAND, str(entry["database"]))
+        raise
 
 
 def drop(ws: Workspace, name: str | None = None, *, step: Step | None = None) -> DropResult:
