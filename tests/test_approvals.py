@@ -778,3 +778,17 @@ def test_nothing_to_approve_without_a_passing_rehearsal(env: Env, team: dict[str
     assert digest.returncode == 2 and "rollout rehearse" in digest.stderr
     verified = env.cli("approvals", "verify", str(env.plan_dir))
     assert verified.returncode == 1 and "nothing to approve" in verified.stdout
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "big"])
+def test_a_key_or_approval_that_is_no_small_file_is_bad_input_at_once(
+    tmp_path: Path, path: str
+) -> None:
+    target = Path(path)
+    if path == "big":
+        target = tmp_path / "big.json"
+        target.write_bytes(b" " * (approvals.MAX_FILE_BYTES + 1))
+    with pytest.raises(BadInput, match=r"regular file|more than"):
+        approvals.load_private_key(target)
+    with pytest.raises(BadInput, match=r"regular file|more than"):
+        approvals.read_approval(target)

@@ -584,7 +584,7 @@ def test_an_sql_rule_is_checked_by_the_guard(
     )
     code, _, err = run_cli(["--workspace", str(workspace.path), "clone", "create"], capsys)
     assert code == 3 and "refused on production: the masking of crm.customers" in err
-    assert "pg_sleep" in err
+    assert "pg_sleep" in err and "oneroof.toml:" in err  # the rule's line, to fix it
     refused = [r for r in workspace.evidence().records("audit") if r.outcome == "refused"]
     assert refused and "pg_sleep" in (refused[0].sql or "")
 

@@ -186,6 +186,15 @@ def test_one_order_in_the_file_the_cli_and_the_json(
     assert names[:3] == ["started", "entry fingerprint", "exit fingerprint"]  # not sorted
 
 
+@pytest.mark.parametrize("where", ["no folder", "a folder"])
+def test_an_output_that_cannot_be_a_file_is_bad_input(
+    workspace: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    target = workspace / "nowhere" / "r.md" if where == "no folder" else workspace
+    code, _, err = run_cli(["--workspace", str(workspace), "report", "-o", str(target)], capsys)
+    assert code == 2 and "--output" in err and "Traceback" not in err, err
+
+
 def test_a_pdf_is_a_file(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["--workspace", str(workspace), "report", "--format", "pdf"], capsys)
     assert code == 2 and "name it with -o" in err

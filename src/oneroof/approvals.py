@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -206,6 +207,21 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
     return key
 
 
+# keys, signatures and approval files are small: a bigger one, a device or a FIFO is not one
+MAX_FILE_BYTES = 1 << 20
+
+
+def read_small(path: Path) -> bytes:
+    """A key, signature or approval file's bytes; `OSError` for what is not a small file."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(0, "not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise OSError(0, f"{info.st_size:,} bytes, more than the {MAX_FILE_BYTES:,} one may hold")
+    with path.open("rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
+
+
 def _key_text(value: str, workspace: Path) -> str:
     stripped = value.strip()
     if _OPENSSH_LINE.match(stripped) or stripped.startswith("-----BEGIN"):
@@ -214,7 +230,7 @@ def _key_text(value: str, workspace: Path) -> str:
     if not path.is_absolute():
         path = workspace / path
     try:
-        return path.read_text(encoding="utf-8")
+        return read_small(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise ValueError(f"not a key, and no key file {path} can be read ({reason})") from None
@@ -312,7 +328,7 @@ def _line_of(text: str, key: str) -> int | None:
 def read_approval(path: Path) -> Approval:
     """Parse one approval file; `BadInput` (file, and line) when it is malformed."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise BadInput(f"cannot read the approval file: {reason}", file=path) from None
@@ -366,7 +382,8 @@ def read_approvals(plan: Plan) -> list[Approval]:
     folder = directory(plan)
     if not folder.is_dir():
         return []
-    return [read_approval(path) for path in sorted(folder.glob("*.json")) if path.is_file()]
+    # a FIFO or a device named *.json is named as bad input, not skipped in silence
+    return [read_approval(path) for path in sorted(folder.glob("*.json")) if not path.is_dir()]
 
 
 def write_approval(plan: Plan, approval: Approval) -> Path:
@@ -658,7 +675,7 @@ def evaluate(
 def load_private_key(path: Path, passphrase: str | None = None) -> Ed25519PrivateKey:
     """An Ed25519 private key from an OpenSSH or PEM file; `BadInput` naming the file."""
     try:
-        data = path.expanduser().read_bytes()
+        data = read_small(path.expanduser())
     except OSError as exc:
         raise BadInput(f"cannot read the key: {exc.strerror or exc}", file=path) from None
     secret = (passphrase if passphrase is not None else os.environ.get(PASSPHRASE_ENV, "")) or None
@@ -798,7 +815,7 @@ def approve(
 
 def _recorded(cfg: Config, target: Statement, file: Path, name: str, comment: str) -> Approval:
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_small(file).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise BadInput(f"cannot read the signature: {reason}", file=file) from None

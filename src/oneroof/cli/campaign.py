@@ -85,6 +85,9 @@ def report_command(
     cfg = load_config()
     evidence = open_evidence(cfg)
     latest = campaign.latest_report(evidence)
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        where = "is a directory" if output.is_dir() else f"has no folder {output.parent}"
+        raise BadInput(f"--output {output} {where}: name a file in an existing folder")
     if fmt == "pdf":
         if output is None:
             raise BadInput("a PDF is a file: name it with -o, e.g. -o report.pdf")
@@ -93,7 +96,10 @@ def report_command(
         return Outcome(latest.final_status == report.PASS)
     text = report.render(latest, fmt)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
         err.print(f"written {output}")
     else:
         sys.stdout.write(text)

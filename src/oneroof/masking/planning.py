@@ -332,8 +332,12 @@ def plan(cfg: Config, session: Session, catalog: Catalog | None = None) -> Plan 
                         reason=verdict.reason,
                     )
                 rules = ", ".join(f"{c} = {m.rule}" for c, m in table.masked.items())
+                lines = sorted(
+                    c.line for c in written if c.table_key == table.key and c.line is not None
+                )
+                where = f"{cfg.file}:{lines[0]}: " if lines else ""
                 raise ForbiddenAction(
-                    f"refused on production: the masking of {table.key} ({rules}): "
+                    f"{where}refused on production: the masking of {table.key} ({rules}): "
                     f"{verdict.reason} (nothing was sent)",
                     sql=statement,
                     reason=verdict.reason,
