@@ -222,6 +222,15 @@ def read_small(path: Path) -> bytes:
         return handle.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
 
 
+def read_text(path: Path, what: str) -> str:
+    """A small UTF-8 file's text; `BadInput` naming `what` and the file otherwise."""
+    try:
+        return read_small(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise BadInput(f"cannot read {what}: {reason}", file=path) from None
+
+
 def _key_text(value: str, workspace: Path) -> str:
     stripped = value.strip()
     if _OPENSSH_LINE.match(stripped) or stripped.startswith("-----BEGIN"):
@@ -327,11 +336,7 @@ def _line_of(text: str, key: str) -> int | None:
 
 def read_approval(path: Path) -> Approval:
     """Parse one approval file; `BadInput` (file, and line) when it is malformed."""
-    try:
-        text = read_small(path).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise BadInput(f"cannot read the approval file: {reason}", file=path) from None
+    text = read_text(path, "the approval file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -814,11 +819,7 @@ def approve(
 
 
 def _recorded(cfg: Config, target: Statement, file: Path, name: str, comment: str) -> Approval:
-    try:
-        text = read_small(file).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise BadInput(f"cannot read the signature: {reason}", file=file) from None
+    text = read_text(file, "the signature")
     try:
         parsed = sshsig.parse(text)
     except sshsig.SshSigError as exc:
