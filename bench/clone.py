@@ -24,9 +24,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from timing import timed
 
 from oneroof import clone, config, connect
 from oneroof.embedded import EmbeddedServer, bin_dir
@@ -108,12 +109,6 @@ def _in_workspace(cfg: config.Config, action: Any) -> Any:
     """One command's worth: a Workspace opened, used and closed, as the CLI does."""
     with Workspace(cfg) as ws:
         return action(ws)
-
-
-def timed(action: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = action()
-    return time.perf_counter() - start, value
 
 
 def hand_run(production: EmbeddedServer, nonprod: EmbeddedServer, work: Path) -> float:

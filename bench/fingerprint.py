@@ -16,8 +16,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import timed
 
 from oneroof import config, connect, fingerprint
 from oneroof.embedded import EmbeddedServer, bin_dir
@@ -46,12 +47,6 @@ TABLES = {
     ),
 }
 SHARES = {"narrow": 0.4, "wide": 0.45, "events": 0.15}
-
-
-def timed(action):  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    value = action()
-    return time.perf_counter() - start, value
 
 
 def build(server: EmbeddedServer, database: str, size_mb: int) -> dict[str, int]:

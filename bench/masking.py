@@ -22,9 +22,10 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from timing import timed
 
 from oneroof import clone, config, connect, roles
 from oneroof.embedded import EmbeddedServer
@@ -124,12 +125,6 @@ def build(server: EmbeddedServer, database: str, size_mb: int) -> dict[str, int]
         conn.execute(roles.reader_sql(roles.READER_ROLE, database))
         conn.execute("vacuum analyze")
     return rows
-
-
-def timed(action: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = action()
-    return time.perf_counter() - start, value
 
 
 def workspace(root: Path, name: str, text: str) -> Workspace:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from timing import timed
+
 from oneroof import clone, config, connect, roles
 from oneroof.embedded import EmbeddedServer, XfsVolume
 from oneroof.evidence import Evidence
@@ -78,12 +80,6 @@ def build(server: EmbeddedServer, database: str, size_mb: int) -> int:
         conn.execute("vacuum analyze")
         row = conn.execute("select pg_database_size(current_database())").fetchone()
     return int(row[0]) if row else 0
-
-
-def timed(action: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = action()
-    return time.perf_counter() - start, value
 
 
 def workspace(root: Path, size: int, method: str) -> Workspace:

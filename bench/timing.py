@@ -1,4 +1,4 @@
-"""What the benchmarks share: the best of several timed runs."""
+"""What the benchmarks share: one timed run, and the best of several."""
 
 from __future__ import annotations
 
@@ -16,3 +16,10 @@ def best(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
         value = action()
         times.append((time.perf_counter() - start) * 1000)
     return min(times), value
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    """One run's wall time in seconds, and its value."""
+    start = time.perf_counter()
+    value = action()
+    return time.perf_counter() - start, value

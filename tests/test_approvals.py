@@ -50,16 +50,8 @@ class Person:
 
 def person(directory: Path, name: str, level: str) -> Person:
     directory.mkdir(parents=True, exist_ok=True)
-    private = Ed25519PrivateKey.generate()
     path = directory / name
-    path.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
+    private = sshsig.new_key_file(path)
     path.with_name(f"{name}.pub").write_text(sshsig.openssh_line(private.public_key()) + "\n")
     return Person(name, level, private, path)
 

@@ -206,23 +206,12 @@ class Signer:
 
 def make_signers(directory: Path, actors: list[tuple[int, str, str]]) -> list[Signer]:
     """An Ed25519 key pair per actor (id, name, level) in `directory`, OpenSSH format."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     directory.mkdir(parents=True, exist_ok=True)
     result = []
     for actor_id, name, level in actors:
         approver = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] + f"-{actor_id}"
-        private = Ed25519PrivateKey.generate()
         path = directory / approver
-        path.write_bytes(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
-        )
-        path.chmod(0o600)
+        private = sshsig.new_key_file(path)
         public = sshsig.openssh_line(private.public_key())
         path.with_name(f"{approver}.pub").write_text(f"{public} {approver}\n")
         result.append(Signer(actor_id, approver, level, path))

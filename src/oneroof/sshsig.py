@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -113,6 +114,20 @@ def fingerprint(key: Ed25519PublicKey) -> str:
     """`SHA256:…`, the fingerprint `ssh-keygen -l` prints for the key."""
     digest = hashlib.sha256(public_key_blob(key)).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def new_key_file(path: Path) -> Ed25519PrivateKey:
+    """A new Ed25519 key, written to `path` in OpenSSH format (mode 0600) as ssh-keygen does."""
+    private = Ed25519PrivateKey.generate()
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return private
 
 
 def openssh_line(key: Ed25519PublicKey) -> str:
